@@ -1,0 +1,1 @@
+"""halocut backends: emitters (ONNX, TVM, torch) and the deployment manifest."""

@@ -1,0 +1,1 @@
+"""halocut compiler: front end, IR analysis, driver and CLI."""

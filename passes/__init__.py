@@ -1,0 +1,1 @@
+"""halocut passes: graph transformations (fold, halo, slice, cut) and planners."""

@@ -1,0 +1,1 @@
+"""halocut runtime: reference executor, simulator, Ray execution and benchmarks."""

@@ -1,0 +1,1 @@
+"""halocut targets: devices, topologies and cost models."""
