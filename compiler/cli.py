@@ -3,7 +3,8 @@
 A :class:`~compiler.errors.HalocutError` (or a wrong argument) prints one line
 ``halocut: error: ...`` on stderr and exits with code 2; no traceback.
 
->>> main(["inspect", "lenet5", "--json"])  # doctest: +SKIP
+>>> main(["inspect", "vgg17"])  # prints the one-line error on stderr
+2
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def drive_inspect(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_json()))
     else:
-        Console().print(report.table())
+        Console(width=None if sys.stdout.isatty() else 160).print(report.table())
     return 0
 
 

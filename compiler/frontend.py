@@ -95,10 +95,7 @@ def trace(module: nn.Module, input_shape: Shape) -> tuple[fx.GraphModule, str]:
     except Exception as fx_error:  # fx raises many types for untraceable constructs
         fx_reason = _one_line(fx_error)
     try:
-        example = torch.zeros(input_shape)
-        with torch.no_grad(), _quiet_logging():
-            exported = torch.export.export(module, (example,))
-        return _without_guards(exported.module()), "torch.export"
+        return export_graph(module, input_shape), "torch.export"
     except Exception as export_error:
         raise HalocutError(
             f"cannot trace {type(module).__name__}: symbolic_trace: {fx_reason}; "
@@ -126,6 +123,13 @@ def _without_guards(graph_module: fx.GraphModule) -> fx.GraphModule:
     graph_module.graph.lint()
     graph_module.recompile()
     return graph_module
+
+
+def export_graph(module: nn.Module, input_shape: Shape) -> fx.GraphModule:
+    """The model as ``torch.export`` sees it: an fx graph of ATen ops, static shapes, no guard node."""
+    with torch.no_grad(), _quiet_logging():
+        exported = torch.export.export(module, (torch.zeros(input_shape),))
+    return _without_guards(exported.module())
 
 
 def _build(spec: str | nn.Module) -> tuple[nn.Module, Shape, str]:

@@ -12,11 +12,12 @@ fvcore, darknet's BFLOPs line), so totals compare with them directly.
 >>> layers = annotate_layers(loaded.graph_module, loaded.input_shape)
 >>> summary = summarize(loaded.graph_module)
 >>> summary.total_flops, summary.total_params
-(1311000, 62006)
+(1303440, 62006)
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -119,8 +120,10 @@ class LayerProp(fx.Interpreter):
         arguments = {k: fx.node.map_arg(v, lambda n: self.env[n]) for k, v in named.items()}
         if kind == "conv2d" and arguments.get("transposed"):
             kind = "conv_transpose2d"
-        inputs = [t for t in _tensors(self._concrete_args(node)) if not isinstance(t, nn.Parameter)]
         outputs = list(_tensors(result))
+        if not outputs:
+            kind = "size"
+        inputs = [t for t in _tensors(self._concrete_args(node)) if not isinstance(t, nn.Parameter)]
         attrs = _ATTRS.get(kind, _no_attrs)(module, arguments, inputs, outputs)
         params = self._new_parameters(module, self._concrete_args(node))
         dtype = str(outputs[0].dtype).removeprefix("torch.") if outputs else "float32"
@@ -236,7 +239,7 @@ def _linear_attrs(module, arguments, inputs, outputs) -> dict:
             "bias": arguments.get("bias") is not None}
 
 
-def _pool_attrs(module, arguments, inputs, outputs) -> dict:
+def _pool_attrs(module, arguments, inputs, outputs, kind_is_avg: bool = False) -> dict:
     source = vars(module) if module is not None else arguments
     kernel = _pair(source["kernel_size"])
     stride = source.get("stride") or kernel
@@ -244,8 +247,8 @@ def _pool_attrs(module, arguments, inputs, outputs) -> dict:
     attrs = {"kernel": tuple(kernel), "stride": tuple(_pair(stride)), "dilation": tuple(dilation),
              "padding": _four_sides(source.get("padding", 0), kernel, dilation),
              "ceil_mode": bool(source.get("ceil_mode", False))}
-    if "count_include_pad" in source:
-        attrs["count_include_pad"] = bool(source["count_include_pad"])
+    if kind_is_avg:
+        attrs["count_include_pad"] = bool(source.get("count_include_pad", True))
     return attrs
 
 
@@ -298,7 +301,7 @@ def _leaky_attrs(module, arguments, inputs, outputs) -> dict:
 
 _ATTRS = {
     "conv2d": _conv_attrs, "conv_transpose2d": _conv_attrs, "linear": _linear_attrs,
-    "maxpool2d": _pool_attrs, "avgpool2d": _pool_attrs,
+    "maxpool2d": _pool_attrs, "avgpool2d": functools.partial(_pool_attrs, kind_is_avg=True),
     "adaptive_avgpool2d": _adaptive_attrs, "adaptive_maxpool2d": _adaptive_attrs,
     "upsample": _spatial_scale_attrs, "reorg": _reorg_attrs, "pad": _pad_attrs,
     "cat": _dim_attrs("dim", 0), "softmax": _dim_attrs("dim", None), "flatten": _flatten_attrs,

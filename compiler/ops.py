@@ -29,6 +29,7 @@ KINDS = frozenset({
 })
 
 # Kinds that only relabel or forward their input: no arithmetic, no new data.
+# "size" is arithmetic on shapes (x.size(0), channels // groups): it yields no tensor.
 VIEW_KINDS = frozenset({"flatten", "reshape", "dropout", "identity", "getitem", "size"})
 
 _MODULE_KINDS: dict[type, str] = {
@@ -58,7 +59,7 @@ _NAME_KINDS: dict[str, str] = {
     "truediv": "div", "div": "div", "cat": "cat", "concat": "cat", "concatenate": "cat",
     "flatten": "flatten", "view": "reshape", "reshape": "reshape", "_unsafe_view": "reshape",
     "permute": "permute", "transpose": "transpose", "contiguous": "identity", "clone": "identity",
-    "dropout": "dropout", "feature_dropout": "dropout", "alias": "identity",
+    "dropout": "dropout", "feature_dropout": "dropout", "stochastic_depth": "dropout", "alias": "identity",
     "chunk": "chunk", "split": "chunk", "mean": "mean",
     "pixel_unshuffle": "reorg", "interpolate": "upsample", "upsample_nearest2d": "upsample",
     "pad": "pad", "constant_pad_nd": "pad", "size": "size", "dim": "size",
