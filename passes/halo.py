@@ -1,0 +1,221 @@
+"""Receptive-field halos: which input rows and columns an output region needs, per op kind.
+
+A :class:`Region` is half-open rows ``[r0, r1)`` and columns ``[c0, c1)`` of a
+4-D (N, C, H, W) tensor. Each rule in :data:`HALO_RULES` maps the region a node
+must produce to the region of one of its inputs it reads, *unclipped*: rows
+below 0 or past the input's height are padding. :func:`compute_halos` walks a
+layer-volume backwards: a node must produce the union of what its consumers in
+the volume need. An op with no rule is an error naming it; ops whose output
+depends on their whole input (adaptive pooling, linear, flatten) end a
+splittable region and have no rule on purpose.
+
+DistrEdge's Vertical-Splitting Law (paper 003, eqs. 1-2) is the chain case:
+``h_in = (h_out - 1) * S + F`` per layer, F the (dilated) filter size.
+
+>>> rule = HALO_RULES["conv2d"]
+>>> from compiler.ir import LayerInfo
+>>> conv = LayerInfo("conv2d", "torch.nn.Conv2d", {"kernel": (3, 3), "stride": (1, 1),
+...     "dilation": (1, 1), "padding": (1, 1, 1, 1)}, ((1, 3, 8, 8),), ((1, 4, 8, 8),))
+>>> rule(conv, Region((0, 4), (0, 8)), (1, 3, 8, 8))
+Region(rows=(-1, 5), cols=(-1, 9))
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import fx
+
+from compiler.errors import HalocutError
+from compiler.ir import LayerInfo
+
+Interval = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Region:
+    """Rows ``[r0, r1)`` and columns ``[c0, c1)`` of a feature map."""
+
+    rows: Interval
+    cols: Interval
+
+    @property
+    def height(self) -> int:
+        return self.rows[1] - self.rows[0]
+
+    @property
+    def width(self) -> int:
+        return self.cols[1] - self.cols[0]
+
+    def is_empty(self) -> bool:
+        return self.height <= 0 or self.width <= 0
+
+    def union(self, other: Region) -> Region:
+        """The smallest region holding both (a hull: halos are contiguous); empty regions add nothing."""
+        if other.is_empty():
+            return self
+        if self.is_empty():
+            return other
+        return Region((min(self.rows[0], other.rows[0]), max(self.rows[1], other.rows[1])),
+                      (min(self.cols[0], other.cols[0]), max(self.cols[1], other.cols[1])))
+
+    def clip(self, height: int, width: int) -> Region:
+        """The part inside a ``height x width`` map (possibly empty: a window wholly in the padding)."""
+        r0, c0 = min(max(self.rows[0], 0), height), min(max(self.cols[0], 0), width)
+        return Region((r0, max(min(self.rows[1], height), r0)), (c0, max(min(self.cols[1], width), c0)))
+
+    def relative_to(self, outer: Region) -> Region:
+        """This region in the coordinates of a tensor that holds ``outer``."""
+        return Region((self.rows[0] - outer.rows[0], self.rows[1] - outer.rows[0]),
+                      (self.cols[0] - outer.cols[0], self.cols[1] - outer.cols[0]))
+
+    def to_json(self) -> dict:
+        return {"rows": list(self.rows), "cols": list(self.cols)}
+
+    @staticmethod
+    def from_json(data: dict) -> Region:
+        return Region(tuple(data["rows"]), tuple(data["cols"]))
+
+    @staticmethod
+    def full(shape: tuple[int, ...]) -> Region:
+        """All of a (N, C, H, W) tensor."""
+        return Region((0, shape[-2]), (0, shape[-1]))
+
+
+EMPTY = Region((0, 0), (0, 0))  # what a tile needs of a node its windows only see as padding
+
+Rule = Callable[[LayerInfo, Region, tuple[int, ...]], Region]
+HALO_RULES: dict[str, Rule] = {}
+
+ELEMENTWISE_KINDS = ("relu", "relu6", "leaky_relu", "sigmoid", "tanh", "hardswish", "hardsigmoid", "silu",
+                     "gelu", "batchnorm2d", "lrn", "dropout", "identity", "add", "sub", "mul", "div", "cat")
+
+
+def _window(out: Interval, kernel: int, stride: int, dilation: int, pad_before: int) -> Interval:
+    """Input positions a sliding window reads for outputs ``out``: VSL eq. 1 with padding."""
+    start = out[0] * stride - pad_before
+    return start, (out[1] - 1) * stride - pad_before + dilation * (kernel - 1) + 1
+
+
+def _sliding(layer: LayerInfo, out: Region, input_shape: tuple[int, ...]) -> Region:
+    a = layer.attrs
+    top, bottom, left, right = a["padding"]
+    return Region(_window(out.rows, a["kernel"][0], a["stride"][0], a["dilation"][0], top),
+                  _window(out.cols, a["kernel"][1], a["stride"][1], a["dilation"][1], left))
+
+
+def _pointwise(layer: LayerInfo, out: Region, input_shape: tuple[int, ...]) -> Region:
+    height, width = input_shape[-2:] if len(input_shape) == 4 else (1, 1)
+    out_height, out_width = layer.output_shape[-2:]
+    rows = out.rows if height == out_height else (0, 1) if height == 1 else None
+    cols = out.cols if width == out_width else (0, 1) if width == 1 else None
+    if rows is None or cols is None:
+        raise HalocutError(f"{layer.kind} ({layer.target}): input of shape {input_shape} "
+                           f"does not broadcast spatially to {layer.output_shape}")
+    return Region(rows, cols)
+
+
+def _explicit_pad(layer: LayerInfo, out: Region, input_shape: tuple[int, ...]) -> Region:
+    top, bottom, left, right = layer.attrs["padding"]
+    return Region((out.rows[0] - top, out.rows[1] - top), (out.cols[0] - left, out.cols[1] - left))
+
+
+def _reorg(layer: LayerInfo, out: Region, input_shape: tuple[int, ...]) -> Region:
+    s = layer.attrs["stride"]
+    return Region((out.rows[0] * s, out.rows[1] * s), (out.cols[0] * s, out.cols[1] * s))
+
+
+def _upsample(layer: LayerInfo, out: Region, input_shape: tuple[int, ...]) -> Region:
+    scale_h, scale_w = layer.attrs["scale"]
+    if layer.attrs["mode"] != "nearest" or scale_h != int(scale_h) or scale_w != int(scale_w):
+        raise HalocutError(f"upsample ({layer.target}): no halo rule for mode '{layer.attrs['mode']}' "
+                           f"with scale {layer.attrs['scale']}; only nearest with integer scales splits")
+    sh, sw = int(scale_h), int(scale_w)
+    return Region((out.rows[0] // sh, math.ceil(out.rows[1] / sh)), (out.cols[0] // sw, math.ceil(out.cols[1] / sw)))
+
+
+for _kind in ("conv2d", "maxpool2d", "avgpool2d"):
+    HALO_RULES[_kind] = _sliding
+for _kind in ELEMENTWISE_KINDS:
+    HALO_RULES[_kind] = _pointwise
+HALO_RULES["pad"] = _explicit_pad
+HALO_RULES["reorg"] = _reorg
+HALO_RULES["upsample"] = _upsample
+
+WHOLE_INPUT_KINDS = frozenset({"adaptive_avgpool2d", "adaptive_maxpool2d", "linear", "flatten", "reshape",
+                               "mean", "softmax", "matmul", "permute", "transpose"})
+
+
+def halo_rule(node: fx.Node) -> Rule:
+    """The rule of a node's kind, or an error naming the node and why it cannot be split."""
+    layer = node.meta.get("layer")
+    if layer is None:
+        raise HalocutError(f"node '{node.name}' has no layer analysis: run annotate_layers first")
+    if layer.kind in WHOLE_INPUT_KINDS:
+        raise HalocutError(f"layer '{node.name}' ({layer.kind}) depends on its whole input and ends a "
+                           f"spatially splittable region")
+    if layer.kind == "conv2d" and layer.attrs.get("padding_mode", "zeros") != "zeros":
+        raise HalocutError(f"layer '{node.name}' (conv2d): no halo rule for padding_mode "
+                           f"'{layer.attrs['padding_mode']}'")
+    rule = HALO_RULES.get(layer.kind)
+    if rule is None:
+        raise HalocutError(f"layer '{node.name}' ({layer.kind}: {layer.target}) has no halo rule")
+    return rule
+
+
+def tensor_inputs(node: fx.Node) -> list[fx.Node]:
+    """The node's activation inputs: tensors computed by the graph, not weights or buffers."""
+    return [n for n in node.all_input_nodes if n.op != "get_attr" and "tensor_meta" in n.meta]
+
+
+def compute_halos(volume: list[fx.Node], output_region: Region) -> dict[str, Region]:
+    """Regions every node of a volume must produce, and every outside input it reads, for one tile.
+
+    ``volume`` is in graph order and its last node is the one tiled. Returned
+    regions are clipped to each tensor's bounds; the padding a rule asks for
+    beyond them is re-derived when slicing.
+    """
+    last = volume[-1]
+    height, width = _spatial(last)
+    if output_region.is_empty():
+        raise HalocutError(f"tile {output_region.to_json()} of '{last.name}' covers nothing")
+    if output_region.clip(height, width) != output_region:
+        raise HalocutError(f"tile {output_region.to_json()} lies outside '{last.name}' ({height}x{width})")
+    needs: dict[str, Region] = {last.name: output_region}
+    for node in reversed(volume):
+        if node.name not in needs:
+            raise HalocutError(f"node '{node.name}' of the volume feeds nothing inside it and is not its "
+                               f"last node '{last.name}'")
+        if node.meta["layer"].kind == "size":
+            continue
+        rule = halo_rule(node)
+        for source in tensor_inputs(node):
+            wanted = EMPTY if needs[node.name].is_empty() else \
+                rule(node.meta["layer"], needs[node.name], _shape(source)).clip(*_spatial(source))
+            needs[source.name] = needs[source.name].union(wanted) if source.name in needs else wanted
+    return needs
+
+
+def _shape(node: fx.Node) -> tuple[int, ...]:
+    return tuple(getattr(node.meta.get("tensor_meta"), "shape", ()))
+
+
+def _spatial(node: fx.Node) -> tuple[int, int]:
+    shape = _shape(node)
+    if len(shape) != 4:
+        raise HalocutError(f"node '{node.name}' has shape {shape}, not (N, C, H, W): it cannot be tiled")
+    return shape[2], shape[3]
+
+
+def vertical_splitting_law(layers: list[tuple[int, int]], out_height: int) -> list[int]:
+    """DistrEdge eqs. 1-2 on a chain of (filter size F, stride S): heights from the input to the output.
+
+    >>> vertical_splitting_law([(3, 1), (3, 1), (2, 2)], 1)
+    [6, 4, 2, 1]
+    """
+    heights = [out_height]
+    for kernel, stride in reversed(layers):
+        heights.append((heights[-1] - 1) * stride + kernel)
+    return heights[::-1]

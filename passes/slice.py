@@ -1,0 +1,350 @@
+"""Slice a layer-volume into spatial tiles, and linear layers into clusters.
+
+:func:`slice_stage` turns a volume (consecutive nodes, branches allowed) and a
+tiling of its last node's output into one standalone ``fx.GraphModule`` per
+tile. A tile takes the crop (halo included) of each outside input it reads and
+computes exactly its output region: every sliding-window op runs with padding
+0 on a crop that is padded only where its window crosses the real border, so
+tiles equal the unsplit layer bit for bit up to float summation order.
+
+:func:`slice_fc` splits linear layers into clusters: over output features
+(model parallel), over input features with partial results summed (data
+parallel), or CoopAI's hybrid of two consecutive linear layers (model parallel
+on the first, data parallel on the second, no exchange in between).
+
+>>> import torch
+>>> from torch import nn
+>>> from compiler.frontend import load_model
+>>> from compiler.ir import annotate_layers
+>>> loaded = load_model(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()), (1, 3, 8, 8))
+>>> _ = annotate_layers(loaded.graph_module, (1, 3, 8, 8))
+>>> tiles = slice_stage(loaded.graph_module, ["_0", "_1"], [Region((0, 3), (0, 8)), Region((3, 8), (0, 8))])
+>>> [(t.inputs[0][1].rows, t.output_region.rows) for t in tiles]
+[((0, 4), (0, 3)), ((2, 8), (3, 8))]
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from compiler.errors import HalocutError
+from compiler.ops import call_arguments
+from passes.halo import EMPTY, HALO_RULES, Interval, Region, compute_halos, tensor_inputs
+
+_SLIDING = {"conv2d", "maxpool2d", "avgpool2d", "pad"}
+_POINTWISE_KINDS = frozenset({"relu", "relu6", "leaky_relu", "sigmoid", "tanh", "hardswish", "hardsigmoid",
+                              "silu", "gelu", "dropout", "identity"})
+
+
+@dataclass(frozen=True)
+class TilePart:
+    """One tile of a spatial stage: a module, the crops it takes and the region it produces."""
+
+    module: fx.GraphModule
+    inputs: tuple[tuple[str, Region], ...]  # (outside node, region of it), in argument order
+    output: str
+    output_region: Region
+
+
+@dataclass(frozen=True)
+class FcPart:
+    """Clusters of a fully connected stage and the module that merges their results."""
+
+    clusters: tuple[fx.GraphModule, ...]
+    input_features: tuple[Interval | None, ...]  # slice of the input each cluster takes (None: all)
+    merge: fx.GraphModule
+    input: str
+    output: str
+
+
+def volume_nodes(graph_module: fx.GraphModule, names: list[str]) -> list[fx.Node]:
+    """The named nodes in graph order; an unknown name is an error."""
+    by_name = {n.name: n for n in graph_module.graph.nodes}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise HalocutError(f"no node named {', '.join(repr(m) for m in missing)} in the graph")
+    wanted = set(names)
+    return [n for n in graph_module.graph.nodes if n.name in wanted]
+
+
+def slice_stage(graph_module: fx.GraphModule, names: list[str], tiles: list[Region]) -> list[TilePart]:
+    """One standalone module per tile of the volume ``names`` (run ``annotate_layers`` first)."""
+    volume = [n for n in volume_nodes(graph_module, names) if n.op != "get_attr"]
+    _check_single_output(volume)
+    return [_tile(graph_module, volume, region) for region in tiles]
+
+
+def _check_single_output(volume: list[fx.Node]) -> None:
+    members = {n.name for n in volume}
+    for node in volume[:-1]:
+        escaping = [u.name for u in node.users if u.name not in members]
+        if escaping and node.meta["layer"].kind != "size":
+            raise HalocutError(f"node '{node.name}' inside the spatial volume is also used by "
+                               f"{', '.join(escaping)} outside it; only the last node '{volume[-1].name}' may be")
+
+
+class _TileBuilder:
+    """Emit one tile's graph: each volume node computes exactly its required region."""
+
+    def __init__(self, root: fx.GraphModule, needs: dict[str, Region]):
+        self.root, self.needs = root, needs
+        self.graph = fx.Graph()
+        self.owner: dict[str, Any] = {}
+        self.held: dict[str, tuple[fx.Node, Region]] = {}
+
+    def placeholder(self, source: fx.Node) -> None:
+        self.held[source.name] = (self.graph.placeholder(source.name), self.needs[source.name])
+
+    def crop(self, source: fx.Node, region: Region) -> fx.Node:
+        node, held = self.held[source.name]
+        if region == held:
+            return node
+        inner = region.relative_to(held)
+        index = (slice(None), slice(None), slice(*inner.rows), slice(*inner.cols))
+        return self.graph.call_function(operator.getitem, (node, index))
+
+    def attr(self, name: str, value: Any) -> fx.Node | None:
+        if value is None:
+            return None
+        self.owner[name] = value
+        return self.graph.get_attr(name)
+
+    def emit(self, node: fx.Node) -> None:
+        layer = node.meta["layer"]
+        if self.needs.get(node.name, EMPTY).is_empty() and layer.kind != "size":
+            return  # this tile's windows only see the node's padding
+        if layer.kind == "size":
+            new = self.graph.node_copy(node, lambda n: self._value(n))
+        elif layer.kind in _SLIDING:
+            new = self._sliding(node)
+        else:
+            new = self._pointwise(node)
+        self.held[node.name] = (new, self.needs.get(node.name, Region((0, 0), (0, 0))))
+
+    def _value(self, node: fx.Node) -> fx.Node:
+        if node.op == "get_attr":
+            return self.attr(node.target, _fetch(self.root, node.target))
+        return self.held[node.name][0]
+
+    def _sliding(self, node: fx.Node) -> fx.Node:
+        layer = node.meta["layer"]
+        (source,) = tensor_inputs(node)
+        shape = tuple(source.meta["tensor_meta"].shape)
+        wanted = HALO_RULES[layer.kind](layer, self.needs[node.name], shape)
+        inside = wanted.clip(*shape[-2:])
+        pads = (inside.cols[0] - wanted.cols[0], wanted.cols[1] - inside.cols[1],
+                inside.rows[0] - wanted.rows[0], wanted.rows[1] - inside.rows[1])
+        fill = float("-inf") if layer.kind == "maxpool2d" else layer.attrs.get("value", 0.0)
+        if inside.is_empty():
+            x = self.graph.call_function(torch.full, ((shape[0], shape[1], wanted.height, wanted.width), fill))
+        elif any(pads):
+            x = self.graph.call_function(F.pad, (self.crop(source, inside), pads), {"value": fill})
+        else:
+            x = self.crop(source, inside)
+        a = layer.attrs
+        if layer.kind == "pad":
+            return self._call(operator.mul, (x, 1.0), {}, node.name) if x.op == "placeholder" else x
+        if layer.kind == "conv2d":
+            weight, bias = _weights(self, node)
+            return self._call(F.conv2d, (x, weight, bias, a["stride"], 0, a["dilation"], a["groups"]), {}, node.name)
+        if layer.kind == "maxpool2d":
+            return self._call(F.max_pool2d, (x, a["kernel"], a["stride"], 0, a["dilation"]), {}, node.name)
+        summed = self.graph.call_function(F.avg_pool2d, (x, a["kernel"], a["stride"], 0),
+                                          {"divisor_override": 1})
+        divisor = self.attr(f"{node.name}_divisor", _avg_divisor(layer, shape, self.needs[node.name]))
+        return self._call(operator.truediv, (summed, divisor), {}, node.name)
+
+    def _call(self, function, args: tuple, kwargs: dict, name: str) -> fx.Node:
+        """A call named after the layer it computes, so chains can be cut at it."""
+        return self.graph.create_node("call_function", function, args, kwargs, name=name)
+
+    def _pointwise(self, node: fx.Node) -> fx.Node:
+        layer = node.meta["layer"]
+        rule = HALO_RULES[layer.kind]
+        crops = {}
+        for source in tensor_inputs(node):
+            shape = tuple(source.meta["tensor_meta"].shape)
+            crops[source.name] = self.crop(source, rule(layer, self.needs[node.name], shape).clip(*shape[-2:]))
+        if node.op == "call_module":
+            self.owner[node.target] = self.root.get_submodule(node.target)
+        new = self.graph.node_copy(node, lambda n: crops[n.name] if n.name in crops else self._value(n))
+        if layer.kind == "upsample":
+            new = self._crop_upsampled(node, new)
+        return new
+
+    def _crop_upsampled(self, node: fx.Node, upsampled: fx.Node) -> fx.Node:
+        (source,) = tensor_inputs(node)
+        scale_h, scale_w = (int(s) for s in node.meta["layer"].attrs["scale"])
+        shape = tuple(source.meta["tensor_meta"].shape)
+        read = HALO_RULES["upsample"](node.meta["layer"], self.needs[node.name], shape).clip(*shape[-2:])
+        covered = Region((read.rows[0] * scale_h, read.rows[1] * scale_h), (read.cols[0] * scale_w, read.cols[1] * scale_w))
+        inner = self.needs[node.name].relative_to(covered)
+        index = (slice(None), slice(None), slice(*inner.rows), slice(*inner.cols))
+        return self.graph.call_function(operator.getitem, (upsampled, index))
+
+
+def _tile(root: fx.GraphModule, volume: list[fx.Node], region: Region) -> TilePart:
+    needs = compute_halos(volume, region)
+    members = {n.name for n in volume}
+    builder = _TileBuilder(root, needs)
+    outside = []
+    for node in volume:
+        for source in tensor_inputs(node):
+            if source.name not in members and source.name not in builder.held and not needs[source.name].is_empty():
+                builder.placeholder(source)
+                outside.append((source.name, needs[source.name]))
+    for node in volume:
+        builder.emit(node)
+    last = volume[-1]
+    builder.graph.output(builder.held[last.name][0])
+    module = fx.GraphModule(builder.owner, builder.graph, class_name="Tile")
+    module.graph.lint()
+    return TilePart(module, tuple(outside), last.name, region)
+
+
+def _fetch(root: nn.Module, qualified: str) -> Any:
+    value = root
+    for part in qualified.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _weights(builder: _TileBuilder, node: fx.Node) -> tuple[fx.Node, fx.Node | None]:
+    if node.op == "call_module":
+        module = builder.root.get_submodule(node.target)
+        return (builder.attr(f"{node.target}.weight", module.weight),
+                builder.attr(f"{node.target}.bias", module.bias))
+    arguments = call_arguments(node, builder.root, node.meta["layer"].kind)
+    weight, bias = arguments["weight"], arguments.get("bias")
+    return (builder._value(weight), builder._value(bias) if isinstance(bias, fx.Node) else None)
+
+
+def _avg_divisor(layer, input_shape: tuple[int, ...], out: Region) -> torch.Tensor:
+    """PyTorch's per-position averaging divisor of the global layer, for the tile's output region."""
+    a = layer.attrs
+    top, _, left, _ = a["padding"]
+
+    def axis(interval: Interval, size: int, kernel: int, stride: int, pad: int) -> torch.Tensor:
+        divisors = []
+        for i in range(*interval):
+            start = i * stride - pad
+            end = min(start + kernel, size + pad)
+            if not a.get("count_include_pad", True):
+                start, end = max(start, 0), min(end, size)
+            divisors.append(end - start)
+        return torch.tensor(divisors, dtype=torch.float32)
+
+    rows = axis(out.rows, input_shape[-2], a["kernel"][0], a["stride"][0], top)
+    cols = axis(out.cols, input_shape[-1], a["kernel"][1], a["stride"][1], left)
+    return torch.outer(rows, cols)[None, None]
+
+
+# --- fully connected clusters
+
+def slice_fc(graph_module: fx.GraphModule, names: list[str], mode: str, features: list[Interval]) -> FcPart:
+    """Split the linear layer(s) of ``names`` into clusters over ``features`` ranges.
+
+    ``model``: one linear (then pointwise ops), ranges over its output features.
+    ``data``: one linear (then pointwise ops, applied after the sum), ranges over its input features.
+    ``hybrid``: linear, pointwise ops, linear (then pointwise ops); ranges over the first one's output
+    features, which are the second one's input features.
+    """
+    nodes = [n for n in volume_nodes(graph_module, names) if n.op != "get_attr"]
+    kinds = [n.meta["layer"].kind for n in nodes]
+    linears = [i for i, k in enumerate(kinds) if k == "linear"]
+    odd = [n.name for n, k in zip(nodes, kinds) if k not in _POINTWISE_KINDS and k != "linear"]
+    expected = 2 if mode == "hybrid" else 1
+    if mode not in ("model", "data", "hybrid"):
+        raise HalocutError(f"fc mode '{mode}': expected one of model, data, hybrid")
+    if odd or len(linears) != expected or linears[0] != 0:
+        raise HalocutError(f"fc stage {names}: mode '{mode}' takes {expected} linear layer(s) first and only "
+                           f"pointwise ops besides; got kinds {kinds}")
+    first = nodes[0]
+    (source,) = tensor_inputs(first)
+    width = first.meta["layer"].attrs["out_features" if mode != "data" else "in_features"]
+    _check_cover(features, width, f"fc stage '{first.name}' ({mode} mode)")
+    inner = nodes[1:linears[1]] if mode == "hybrid" else []
+    last_linear = nodes[linears[-1]]
+    tail = nodes[linears[-1] + 1:]
+    clusters = []
+    for start, stop in features:
+        clusters.append(_fc_cluster(graph_module, mode, first, last_linear, inner,
+                                    tail if mode == "model" else [], (start, stop)))
+    merge = _fc_merge(graph_module, mode, last_linear, tail, len(features))
+    inputs = tuple((f if mode == "data" else None) for f in features)
+    return FcPart(tuple(clusters), inputs, merge, source.name, nodes[-1].name)
+
+
+def _check_cover(ranges: list[Interval], width: int, what: str) -> None:
+    position = 0
+    for start, stop in ranges:
+        if start != position or stop <= start:
+            raise HalocutError(f"{what}: feature ranges {ranges} must be non-empty, in order and cover 0..{width}")
+        position = stop
+    if position != width:
+        raise HalocutError(f"{what}: feature ranges {ranges} cover 0..{position}, not 0..{width}")
+
+
+def _linear_weights(root: fx.GraphModule, node: fx.Node) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if node.op == "call_module":
+        module = root.get_submodule(node.target)
+        return module.weight.detach(), None if module.bias is None else module.bias.detach()
+    arguments = call_arguments(node, root, "linear")
+    if "weight" not in arguments:
+        raise HalocutError(f"linear '{node.name}' ({node.meta['layer'].target}) cannot be clustered")
+    bias = arguments.get("bias")
+    weight = _fetch(root, arguments["weight"].target).detach()
+    return weight, None if bias is None else _fetch(root, bias.target).detach()
+
+
+def _copy_pointwise(graph: fx.Graph, owner: dict, root: fx.GraphModule, nodes: list[fx.Node], x: fx.Node) -> fx.Node:
+    for node in nodes:
+        if node.op == "call_module":
+            owner[node.target] = root.get_submodule(node.target)
+        x = graph.node_copy(node, lambda n, value=x: value)
+    return x
+
+
+def _fc_cluster(root, mode, first, last_linear, inner, tail, features: Interval) -> fx.GraphModule:
+    graph, owner = fx.Graph(), {}
+    x = graph.placeholder("x")
+    start, stop = features
+    weight, bias = _linear_weights(root, first)
+    if mode == "data":
+        owner["weight"] = weight[:, start:stop].clone()
+        y = graph.call_function(F.linear, (x, graph.get_attr("weight")))
+    else:
+        owner["weight"], owner["bias"] = weight[start:stop].clone(), None if bias is None else bias[start:stop].clone()
+        y = graph.call_function(F.linear, (x, graph.get_attr("weight"),
+                                           graph.get_attr("bias") if bias is not None else None))
+    if mode == "hybrid":
+        y = _copy_pointwise(graph, owner, root, inner, y)
+        second, _ = _linear_weights(root, last_linear)
+        owner["weight2"] = second[:, start:stop].clone()
+        y = graph.call_function(F.linear, (y, graph.get_attr("weight2")))
+    y = _copy_pointwise(graph, owner, root, tail, y)
+    graph.output(y)
+    return fx.GraphModule(owner, graph, class_name="Cluster")
+
+
+def _fc_merge(root, mode, last_linear, tail, count: int) -> fx.GraphModule:
+    graph, owner = fx.Graph(), {}
+    parts = [graph.placeholder(f"part{i}") for i in range(count)]
+    if mode == "model":
+        graph.output(graph.call_function(torch.cat, (parts, -1)))
+        return fx.GraphModule(owner, graph, class_name="Merge")
+    total = parts[0]
+    for part in parts[1:]:
+        total = graph.call_function(operator.add, (total, part))
+    _, bias = _linear_weights(root, last_linear)
+    if bias is not None:
+        owner["bias"] = bias.clone()
+        total = graph.call_function(operator.add, (total, graph.get_attr("bias")))
+    graph.output(_copy_pointwise(graph, owner, root, tail, total))
+    return fx.GraphModule(owner, graph, class_name="Merge")
