@@ -18,7 +18,8 @@ from rich.table import Table
 from scipy.optimize import least_squares
 
 from targets import cost
-from targets.predict import catalog_device, predict_model_latency
+from targets.predict import predict_model_latency
+from targets.topology import catalog_device
 from targets.published import PUBLISHED
 
 

@@ -30,6 +30,32 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--weights", help="local state_dict file (default: random initialisation)")
     inspect.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     inspect.set_defaults(drive=drive_inspect)
+
+    topology = commands.add_parser("topology", help="topology files: check one")
+    topology_commands = topology.add_subparsers(dest="topology_command", metavar="ACTION", parser_class=_Parser,
+                                                required=True)
+    check = topology_commands.add_parser("check", help="validate a topology file and print its devices and links")
+    check.add_argument("file", help="topology YAML file")
+    check.set_defaults(drive=drive_topology_check)
+
+    simulate = commands.add_parser("simulate", help="simulate a plan on a topology: latency, throughput, Gantt chart")
+    simulate.add_argument("model", help="model name or path/to/file.py:factory")
+    simulate.add_argument("--topology", required=True, help="topology YAML file")
+    simulate.add_argument("--plan", help="plan JSON (default: the whole model on the requester)")
+    simulate.add_argument("--input-shape", help="input shape (default: the plan's)")
+    simulate.add_argument("--requests", type=int, default=8, help="requests in the throughput stream (default 8)")
+    simulate.add_argument("--gantt", help="Gantt chart PNG path (default: <model>-<topology>.png)")
+    simulate.add_argument("--json", action="store_true", help="print one JSON object")
+    simulate.set_defaults(drive=drive_simulate)
+
+    profile = commands.add_parser("profile", help="measure per-layer and per-tile latencies on this machine")
+    profile.add_argument("model", help="model name or path/to/file.py:factory")
+    profile.add_argument("--device", default="local", choices=["local"], help="where to measure (this machine)")
+    profile.add_argument("--runtime", default="torch", choices=["torch", "onnxruntime"])
+    profile.add_argument("--input-shape", help="input shape (default: the model's own)")
+    profile.add_argument("--repeats", type=int, default=5)
+    profile.add_argument("-o", "--output", required=True, help="profile JSON to write")
+    profile.set_defaults(drive=drive_profile)
     return parser
 
 
@@ -46,6 +72,54 @@ def drive_inspect(args: argparse.Namespace) -> int:
     else:
         Console(width=None if sys.stdout.isatty() else 160).print(report.table())
     return 0
+
+
+def drive_topology_check(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from runtime.report import topology_tables
+    from targets.topology import load_topology
+
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    for table in topology_tables(load_topology(args.file)):
+        console.print(table)
+    return 0
+
+
+def drive_simulate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from runtime.simulate import simulate_files
+
+    shape = _shape(args.input_shape)
+    result, gantt = simulate_files(args.model, args.topology, args.plan, shape, args.requests, args.gantt)
+    if args.json:
+        print(json.dumps({**result.to_json(), "gantt": str(gantt)}))
+    else:
+        console = Console(width=None if sys.stdout.isatty() else 160)
+        from runtime.report import simulation_table
+
+        console.print(simulation_table(result, f"{args.model} on {Path(args.topology).stem}"))
+        console.print(f"Gantt chart: {gantt}")
+    return 0
+
+
+def drive_profile(args: argparse.Namespace) -> int:
+    from targets.profile import profile_model, write_profile
+
+    profile = profile_model(args.model, _shape(args.input_shape), args.runtime, args.repeats,
+                            progress=sys.stderr.isatty())
+    path = write_profile(profile, args.output)
+    print(f"profiled {len(profile['layers'])} layers of {profile['model']} with {args.runtime}: {path}")
+    return 0
+
+
+def _shape(text: str | None):
+    from compiler.frontend import parse_shape
+
+    return parse_shape(text) if text else None
 
 
 def main(argv: list[str] | None = None) -> int:

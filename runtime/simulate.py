@@ -17,6 +17,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from torch import fx
 
@@ -113,6 +114,32 @@ def simulate(graph_module: fx.GraphModule, plan: Plan, topology: Topology, cost:
             sent[interval.resource] += interval.size_bytes
     return SimulationResult(latency, throughput, lower_bound(graph_module, topology, cost), busy, sent,
                             tuple(timeline), requests)
+
+
+def simulate_files(model: str, topology_path: str, plan_path: str | None = None,
+                   input_shape: tuple[int, ...] | None = None, requests: int = 8,
+                   gantt_path: str | None = None) -> tuple[SimulationResult, Path]:
+    """The work behind ``halocut simulate``: load everything, simulate, draw the Gantt chart."""
+    from compiler.plan import single_device_plan
+    from compiler.prepare import prepare_model
+    from runtime.gantt import plot_timeline
+    from targets.topology import load_topology
+
+    topology = load_topology(topology_path)
+    plan = Plan.load(plan_path) if plan_path else None
+    shape = input_shape or (plan.input_shape if plan else None)
+    prepared = prepare_model(model, shape)
+    if plan is None:
+        plan = single_device_plan(prepared.graph, prepared.name, prepared.input_shape, topology.requester.name)
+    elif tuple(plan.input_shape) != tuple(prepared.input_shape):
+        raise HalocutError(f"{plan_path}: plan is for input shape {tuple(plan.input_shape)}, the model is "
+                           f"analysed at {tuple(prepared.input_shape)}")
+    result = simulate(prepared.graph, plan, topology, requests=requests)
+    gantt = Path(gantt_path or f"{prepared.name.replace(':', '-')}-{topology.name}.png")
+    title = f"{prepared.name} on {topology.name}: {result.latency_s * 1e3:.1f} ms, {result.throughput_ips:.1f} img/s"
+    stream = _Simulation(prepared.graph, plan, topology, CostModel(), min(requests, 4)).run()
+    plot_timeline(stream, gantt, title, [d.name for d in topology.devices if d.computes])
+    return result, gantt
 
 
 def lower_bound(graph_module: fx.GraphModule, topology: Topology, cost: CostModel | None = None) -> float:

@@ -16,8 +16,8 @@ Two sources behind one interface, :meth:`CostModel.latency`:
   height, interpolated linearly, for the layers it has; other layers fall
   back to the analytic model with the profile's measured speed.
 
->>> from targets.topology import load_catalog, _from_figures
->>> nano = _from_figures("nano", "device", "jetson-nano", load_catalog()["jetson-nano"], "catalog")
+>>> from targets.topology import catalog_device
+>>> nano = catalog_device("jetson-nano")
 >>> model = CostModel()
 >>> from compiler.ir import LayerInfo
 >>> conv = LayerInfo("conv2d", "c", {"kernel": (3, 3), "groups": 1, "in_channels": 64, "out_channels": 64},
@@ -82,12 +82,14 @@ class CostModel:
 
         ``fused``: a pointwise op folded into the kernel before it, which costs nothing.
         """
-        if layer.kind in FREE or (fused and layer.kind in POINTWISE):
+        if layer.kind in FREE:
             return 0.0
         if device.profile_path is not None and name is not None:
             measured = _profile(device.profile_path).latency(name, layer, region)
             if measured is not None:
-                return measured
+                return measured  # as run when profiled, fused or not
+        if fused and layer.kind in POINTWISE:
+            return 0.0
         return analytic_latency(device, layer, region)
 
     def nodes_latency(self, device: Device, nodes: list[fx.Node], regions: dict[str, Region] | None = None) -> float:

@@ -322,6 +322,14 @@ def _routes(topology: Topology) -> dict[tuple[str, str], list[Link]]:
     return routes
 
 
+def catalog_device(kind: str, name: str | None = None, role: str = "device") -> Device:
+    """A device of a catalog kind (named after the kind unless ``name`` is given)."""
+    catalog = load_catalog()
+    if kind not in catalog:
+        raise HalocutError(f"unknown device kind '{kind}'; known: {', '.join(sorted(catalog))}")
+    return _from_figures(name or kind, role, kind, catalog[kind], f"targets/devices.yaml: {kind}")
+
+
 @cache
 def load_catalog() -> dict[str, dict]:
     """The device catalog ``targets/devices.yaml``: kind -> entry (figures, backend, sources)."""

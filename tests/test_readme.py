@@ -2,6 +2,7 @@
 
 import re
 import subprocess
+import sys
 
 import pytest
 
@@ -47,3 +48,13 @@ def test_readme_error_examples_print_what_the_readme_shows(command, expected, cl
     result = shell(command, cli_env)
     assert result.returncode == 2
     assert result.stderr.strip() == expected.strip()
+
+
+PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+
+
+@pytest.mark.parametrize("code", PYTHON_BLOCKS)
+def test_readme_python_examples_run(code, cli_env):
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=cli_env,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
