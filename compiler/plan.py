@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import cache
-from importlib import resources
 from pathlib import Path
 
-import jsonschema
 import numpy as np
 from torch import fx
 
 from compiler.errors import HalocutError
+from compiler.schema import check, shipped_validator
 from passes.cut import compute_nodes
 from passes.halo import Interval, Region
 
@@ -83,11 +81,7 @@ class Plan:
     @staticmethod
     def from_json(data: dict, source: str = "plan") -> Plan:
         """Build from parsed JSON; a structural error names ``source`` and the field."""
-        errors = sorted(_validator().iter_errors(data), key=lambda e: list(e.absolute_path))
-        if errors:
-            error = errors[0]
-            where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
-            raise HalocutError(f"{source}: {where or 'top level'}: {error.message}")
+        check(shipped_validator("compiler", "plan.schema.json"), data, source)
         return Plan(data["model"], tuple(data["input_shape"]), tuple(_stage(s) for s in data["stages"]),
                     data.get("planner", "manual"))
 
@@ -194,12 +188,6 @@ def _stage(data: dict) -> Stage:
                   for t in data.get("tiles", ()))
     clusters = tuple(Cluster(tuple(c["features"]), c["device"]) for c in data.get("clusters", ()))
     return Stage(data["kind"], tuple(data["nodes"]), data.get("device"), tiles, data.get("mode"), clusters)
-
-
-@cache
-def _validator() -> jsonschema.Draft202012Validator:
-    schema = json.loads(resources.files("compiler").joinpath("plan.schema.json").read_text())
-    return jsonschema.Draft202012Validator(schema)
 
 
 def single_device_plan(graph_module: fx.GraphModule, model: str, input_shape: tuple[int, ...],

@@ -13,6 +13,7 @@ after the nodes that produce them.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -68,7 +69,7 @@ def _with_own_weights(module: fx.GraphModule, root: fx.GraphModule, attributes: 
     """split_module passes tensor attributes in as inputs; a standalone stage carries them itself."""
     first_op = next(n for n in module.graph.nodes if n.op != "placeholder")
     for node in [n for n in module.graph.nodes if n.op == "placeholder" and n.name in attributes]:
-        value = _fetch(root, attributes[node.name])
+        value = operator.attrgetter(attributes[node.name])(root)
         name = f"_w_{node.name}"
         setattr(module, name, value)
         with module.graph.inserting_before(first_op):
@@ -78,13 +79,6 @@ def _with_own_weights(module: fx.GraphModule, root: fx.GraphModule, attributes: 
     module.graph.lint()
     module.recompile()
     return module
-
-
-def _fetch(root, target: str):
-    value = root
-    for part in target.split("."):
-        value = getattr(value, part)
-    return value
 
 
 def _index(assign: Callable[[fx.Node], int], node: fx.Node) -> int:

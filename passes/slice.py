@@ -129,7 +129,7 @@ class _TileBuilder:
 
     def _value(self, node: fx.Node) -> fx.Node:
         if node.op == "get_attr":
-            return self.attr(node.target, _fetch(self.root, node.target))
+            return self.attr(node.target, operator.attrgetter(node.target)(self.root))
         return self.held[node.name][0]
 
     def _sliding(self, node: fx.Node) -> fx.Node:
@@ -206,13 +206,6 @@ def _tile(root: fx.GraphModule, volume: list[fx.Node], region: Region) -> TilePa
     module = fx.GraphModule(builder.owner, builder.graph, class_name="Tile")
     module.graph.lint()
     return TilePart(module, tuple(outside), last.name, region)
-
-
-def _fetch(root: nn.Module, qualified: str) -> Any:
-    value = root
-    for part in qualified.split("."):
-        value = getattr(value, part)
-    return value
 
 
 def _weights(builder: _TileBuilder, node: fx.Node) -> tuple[fx.Node, fx.Node | None]:
@@ -299,8 +292,8 @@ def _linear_weights(root: fx.GraphModule, node: fx.Node) -> tuple[torch.Tensor, 
     if "weight" not in arguments:
         raise HalocutError(f"linear '{node.name}' ({node.meta['layer'].target}) cannot be clustered")
     bias = arguments.get("bias")
-    weight = _fetch(root, arguments["weight"].target).detach()
-    return weight, None if bias is None else _fetch(root, bias.target).detach()
+    weight = operator.attrgetter(arguments["weight"].target)(root).detach()
+    return weight, None if bias is None else operator.attrgetter(bias.target)(root).detach()
 
 
 def _copy_pointwise(graph: fx.Graph, owner: dict, root: fx.GraphModule, nodes: list[fx.Node], x: fx.Node) -> fx.Node:

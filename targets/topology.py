@@ -21,10 +21,10 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
-import jsonschema
 import yaml
 
 from compiler.errors import HalocutError
+from compiler.schema import check, shipped_validator
 from targets.units import bits_per_second, quantity, seconds
 
 ROLES = ("requester", "device", "edge", "cloud", "gateway")
@@ -134,7 +134,7 @@ def load_topology(path: str | Path) -> Topology:
 
 def parse_topology(data: object, source: str = "topology", base: Path = Path(".")) -> Topology:
     """Build a topology from parsed YAML; ``source`` names it in errors, ``base`` resolves profile paths."""
-    _check_schema(data, source)
+    check(shipped_validator("targets", "topology.schema.json"), data, source)
     catalog = load_catalog()
     devices = tuple(_device(entry, f"{source}: devices[{i}]", catalog, base) for i, entry in enumerate(data["devices"]))
     _unique([d.name for d in devices], f"{source}: devices", "device")
@@ -151,14 +151,6 @@ def parse_topology(data: object, source: str = "topology", base: Path = Path("."
     topology = Topology(data["name"], devices, links, media, trace, source)
     _check_reachable(topology, source)
     return topology
-
-
-def _check_schema(data: object, source: str) -> None:
-    errors = sorted(_validator().iter_errors(data), key=lambda e: list(e.absolute_path))
-    if errors:
-        error = errors[0]
-        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
-        raise HalocutError(f"{source}: {where or 'top level'}: {error.message}")
 
 
 def _device(entry: dict, where: str, catalog: dict, base: Path) -> Device:
@@ -334,9 +326,3 @@ def catalog_device(kind: str, name: str | None = None, role: str = "device") -> 
 def load_catalog() -> dict[str, dict]:
     """The device catalog ``targets/devices.yaml``: kind -> entry (figures, backend, sources)."""
     return yaml.safe_load(resources.files("targets").joinpath("devices.yaml").read_text())
-
-
-@cache
-def _validator() -> jsonschema.Draft202012Validator:
-    schema = json.loads(resources.files("targets").joinpath("topology.schema.json").read_text())
-    return jsonschema.Draft202012Validator(schema)
