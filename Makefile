@@ -5,12 +5,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_MODEL ?= resnet18
+DEMO_TOPOLOGY ?= examples/topologies/default.yaml
+DEMO_PLAN ?= examples/plans/resnet18-default.json
 
 .PHONY: demo test install clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
+	command -v aarch64-linux-gnu-gcc >/dev/null || (apt-get update -qq && apt-get install -y -qq gcc-aarch64-linux-gnu)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
@@ -18,6 +21,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/halocut inspect $(DEMO_MODEL)
+	$(BIN)/halocut compile $(DEMO_MODEL) --topology $(DEMO_TOPOLOGY) --plan $(DEMO_PLAN) -o build/demo --force
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -48,6 +48,23 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--json", action="store_true", help="print one JSON object")
     simulate.set_defaults(drive=drive_simulate)
 
+    build = commands.add_parser("compile", help="compile a model for a topology: one executable per machine + manifest")
+    build.add_argument("model", nargs="?", help="model name or path/to/file.py:factory")
+    build.add_argument("--topology", help="topology YAML file")
+    build.add_argument("--plan", help="plan JSON (default: the planner's)")
+    build.add_argument("--planner", default="offload", help="planner when no --plan is given (default: offload)")
+    build.add_argument("--input-shape", help="input shape (default: the model's own)")
+    build.add_argument("--weights", help="local state_dict file")
+    build.add_argument("--backends", help="comma-separated backends every device gets instead (onnx,tvm,torch)")
+    build.add_argument("--fp16", action="store_true", help="also write FP16 ONNX variants")
+    build.add_argument("-o", "--output", default="build", help="build directory (default: build)")
+    build.add_argument("--force", action="store_true", help="replace a non-empty build directory")
+    build.add_argument("--stop-after", help="stop after this pipeline step")
+    build.add_argument("--tune", type=int, default=0, metavar="TRIALS",
+                       help="tune this machine's TVM parts with MetaSchedule (database saved beside them)")
+    build.add_argument("--list-steps", action="store_true", help="list the pipeline's steps and exit")
+    build.set_defaults(drive=drive_compile)
+
     profile = commands.add_parser("profile", help="measure per-layer and per-tile latencies on this machine")
     profile.add_argument("model", help="model name or path/to/file.py:factory")
     profile.add_argument("--device", default="local", choices=["local"], help="where to measure (this machine)")
@@ -113,6 +130,27 @@ def drive_profile(args: argparse.Namespace) -> int:
                             progress=sys.stderr.isatty())
     path = write_profile(profile, args.output)
     print(f"profiled {len(profile['layers'])} layers of {profile['model']} with {args.runtime}: {path}")
+    return 0
+
+
+def drive_compile(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from compiler.driver import STEPS, CompileOptions, compile_model, summary_table
+
+    if args.list_steps:
+        print("\n".join(name for name, _ in STEPS))
+        return 0
+    if not args.model or not args.topology:
+        raise HalocutError("halocut compile: a model and --topology are required")
+    backends = tuple(b.strip() for b in args.backends.split(",")) if args.backends else None
+    options = CompileOptions(args.model, args.topology, args.output, args.plan, args.planner, _shape(args.input_shape),
+                             args.weights, backends, args.force, args.fp16, args.stop_after, sys.stderr.isatty(),
+                             args.tune)
+    compilation = compile_model(options)
+    Console(width=None if sys.stdout.isatty() else 160).print(summary_table(compilation))
+    if compilation.manifest_path:
+        print(f"manifest: {compilation.manifest_path}")
     return 0
 
 

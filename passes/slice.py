@@ -155,8 +155,9 @@ class _TileBuilder:
             return self._call(F.conv2d, (x, weight, bias, a["stride"], 0, a["dilation"], a["groups"]), {}, node.name)
         if layer.kind == "maxpool2d":
             return self._call(F.max_pool2d, (x, a["kernel"], a["stride"], 0, a["dilation"]), {}, node.name)
-        summed = self.graph.call_function(F.avg_pool2d, (x, a["kernel"], a["stride"], 0),
-                                          {"divisor_override": 1})
+        # windows lie wholly inside the padded crop: the mean times the window size is the sum
+        mean = self.graph.call_function(F.avg_pool2d, (x, a["kernel"], a["stride"], 0))
+        summed = self.graph.call_function(operator.mul, (mean, float(a["kernel"][0] * a["kernel"][1])))
         divisor = self.attr(f"{node.name}_divisor", _avg_divisor(layer, shape, self.needs[node.name]))
         return self._call(operator.truediv, (summed, divisor), {}, node.name)
 

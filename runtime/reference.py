@@ -14,42 +14,64 @@ True
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import fx
 
 from compiler.errors import HalocutError
 from compiler.plan import Plan
+from passes.cut import StagePart
 from passes.lower import LoweredStage, lower_plan
+from runtime.names import part_name
 
 RELATIVE_TOLERANCE = 1e-4
 
 
-def run_lowered(graph_module: fx.GraphModule, lowered: list[LoweredStage], *inputs: torch.Tensor):
-    """Execute the parts of a lowered plan on ``inputs``; returns what the model returns."""
+Call = Callable[[str, fx.GraphModule, list], object]
+
+
+def call_module(name: str, module: fx.GraphModule, args: list):
+    """The default way to run a part: its fx module, in process."""
+    return module(*args)
+
+
+def run_lowered(graph_module: fx.GraphModule, lowered: list[LoweredStage], *inputs: torch.Tensor,
+                call: Call = call_module):
+    """Execute the parts of a lowered plan on ``inputs``; returns what the model returns.
+
+    Every part runs through ``call(part name, module, args)``: the default runs the fx module;
+    a backend's verifier runs the compiled artifact instead, and the compiler records inputs.
+    """
     values: dict[str, object] = {}
     placeholders = [n for n in graph_module.graph.nodes if n.op == "placeholder"]
     values.update({node.name: value for node, value in zip(placeholders, inputs)})
     shapes = {n.name: tuple(n.meta["tensor_meta"].shape) for n in graph_module.graph.nodes if "tensor_meta" in n.meta
               and hasattr(n.meta["tensor_meta"], "shape")}
     with torch.no_grad():
-        for stage in lowered:
+        for index, stage in enumerate(lowered):
             if stage.tiles:
-                values[stage.tiles[0].part.output] = _run_tiles(stage, values, shapes)
+                values[stage.tiles[0].part.output] = _run_tiles(index, stage, values, shapes, call)
             elif stage.fc is not None:
-                values[stage.fc.output] = _run_fc(stage, values)
+                values[stage.fc.output] = _run_fc(index, stage, values, call)
             else:
-                values.update(stage.whole(values))
+                values.update(_run_part(call, part_name(index), stage.whole, values))
     (returned,) = [n.args[0] for n in graph_module.graph.nodes if n.op == "output"]
     return fx.node.map_arg(returned, lambda n: values[n.name])
 
 
-def _run_tiles(stage: LoweredStage, values: dict, shapes: dict) -> torch.Tensor:
+def _run_part(call: Call, name: str, part: StagePart, values: dict) -> dict:
+    result = call(name, part.module, [values[n] for n in part.inputs])
+    return dict(zip(part.outputs, result if len(part.outputs) > 1 else (result,)))
+
+
+def _run_tiles(index: int, stage: LoweredStage, values: dict, shapes: dict, call: Call) -> torch.Tensor:
     first = stage.tiles[0].part
     out = None
-    for tile in stage.tiles:
+    for t, tile in enumerate(stage.tiles):
         local = {name: _crop(values[name], region) for name, region in tile.part.inputs}
-        for hop in tile.hops:
-            local.update(hop(local))
+        for h, hop in enumerate(tile.hops):
+            local.update(_run_part(call, part_name(index, t, h), hop, local))
         result = local[tile.hops[-1].outputs[-1]]
         if out is None:
             out = result.new_empty(shapes[first.output])
@@ -62,12 +84,12 @@ def _crop(value: torch.Tensor, region) -> torch.Tensor:
     return value[:, :, region.rows[0]:region.rows[1], region.cols[0]:region.cols[1]]
 
 
-def _run_fc(stage: LoweredStage, values: dict) -> torch.Tensor:
+def _run_fc(index: int, stage: LoweredStage, values: dict, call: Call) -> torch.Tensor:
     fc = stage.fc
     x = values[fc.input]
-    partials = [cluster(x if span is None else x[..., span[0]:span[1]])
-                for cluster, span in zip(fc.clusters, fc.input_features)]
-    return fc.merge(*partials)
+    partials = [call(part_name(index, cluster=c), cluster, [x if span is None else x[..., span[0]:span[1]]])
+                for c, (cluster, span) in enumerate(zip(fc.clusters, fc.input_features))]
+    return call(part_name(index, merge=True), fc.merge, partials)
 
 
 def max_error(result, reference) -> tuple[float, float]:

@@ -25,6 +25,7 @@ from compiler.errors import HalocutError
 from compiler.plan import Plan, Stage
 from passes.cut import compute_nodes
 from passes.halo import Region, compute_halos
+from runtime.names import part_name
 from targets.cost import CostModel, efficiency_of
 from targets.topology import Link, Topology
 
@@ -227,7 +228,7 @@ class _Simulation:
     def _single(self, request: int, index: int, stage: Stage, values: dict) -> None:
         device = self.topology.device(stage.device)
         nodes = [self.nodes[n] for n in stage.nodes]
-        task = self._new(request, "compute", f"stage {index}", device=device.name,
+        task = self._new(request, "compute", part_name(index), device=device.name,
                          duration_s=self.cost.nodes_latency(device, nodes))
         for source in self._inputs_of(list(stage.nodes)):
             self._gather(request, task, values[source], None, source)
@@ -244,7 +245,7 @@ class _Simulation:
             previous: _Item | None = None
             for h, (hop, nodes) in enumerate(zip(tile.devices, hops)):
                 device = self.topology.device(hop.device)
-                task = self._new(request, "compute", f"stage {index} tile {t}" + (f" hop {h}" if h else ""),
+                task = self._new(request, "compute", part_name(index, t, h),
                                  device=device.name, duration_s=self.cost.nodes_latency(device, nodes, needs))
                 if previous is None:
                     for source in self._inputs_of([n.name for n in volume]):
@@ -269,7 +270,7 @@ class _Simulation:
             share = (cluster.features[1] - cluster.features[0]) / width
             latency = sum(self.cost.latency(device, n.meta["layer"], None, None) * share for n in nodes
                           if n.meta["layer"].kind == "linear")
-            task = self._new(request, "compute", f"stage {index} cluster {c}", device=device.name, duration_s=latency)
+            task = self._new(request, "compute", part_name(index, cluster=c), device=device.name, duration_s=latency)
             input_share = share if stage.mode == "data" else 1.0
             self._gather(request, task, [Piece(p.device, p.item, p.region, p.size_bytes * input_share)
                                          for p in values[source]], None, source)
@@ -342,7 +343,9 @@ class _RunState:
             next_change = next((t for t in self.change_points if t > self.now + EPSILON), float("inf"))
             then = min(next_flow, next_event, next_change)
             for flow in self.flows:
-                flow.remaining_bits = max(0.0, flow.remaining_bits - rates[flow.id] * (then - self.now))
+                due = self.now + flow.remaining_bits / rates[flow.id] <= then
+                # a flow due now is done, even if float rounding leaves it a sliver: time must advance
+                flow.remaining_bits = 0.0 if due else flow.remaining_bits - rates[flow.id] * (then - self.now)
             self.now = then
             for flow in [f for f in self.flows if f.remaining_bits <= EPSILON * max(1.0, f.bits)]:
                 self.flows.remove(flow)

@@ -30,6 +30,7 @@ def test_make_demo_runs_the_main_job(cli_env):
     result = shell("make demo", cli_env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "resnet18" in result.stdout and "total" in result.stdout and "conv2d" in result.stdout
+    assert "manifest: " in result.stdout and "tvm x86: max error" in result.stdout
 
 
 def test_make_test_runs_pytest(cli_env):

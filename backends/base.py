@@ -1,0 +1,107 @@
+"""The one small interface every backend implements, and the registry that finds backends by name.
+
+A backend module exposes::
+
+    emit(part: Part, target: Target, out_dir: Path) -> Artifact   # write the part's executable
+    runnable(target: Target) -> bool                              # can this machine run it?
+    load(artifact: Artifact, build_dir: Path) -> Runner            # a callable: list[np.ndarray] -> list[np.ndarray]
+
+``Part`` is a standalone fx module with example inputs; ``Target`` says what to
+compile for (from the device catalog); ``Artifact`` is what ``emit`` wrote.
+Paths in an Artifact are relative to the build directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import fx
+
+from compiler.errors import HalocutError
+
+BACKENDS = ("onnx", "tvm", "torch")
+
+Runner = Callable[[list[np.ndarray]], list[np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Part:
+    """A unit of work for one device: a standalone module, its example inputs, and tensor names."""
+
+    name: str  # unique in a build, e.g. "s1_t0_h0"
+    module: fx.GraphModule
+    example_inputs: tuple[torch.Tensor, ...]
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+
+    def example_outputs(self) -> list[torch.Tensor]:
+        with torch.no_grad():
+            result = self.module(*self.example_inputs)
+        return list(result) if isinstance(result, (tuple, list)) else [result]
+
+
+@dataclass(frozen=True)
+class Target:
+    """What to compile for: a backend and its settings, e.g. TVM with an LLVM or CUDA target dict."""
+
+    backend: str  # "onnx", "tvm" or "torch"
+    tvm_target: dict | None = None  # {"kind": "llvm", ...} or {"kind": "cuda", "arch": "sm_87"}
+    fp16: bool = False  # onnx: also write an FP16 variant
+
+    def describe(self) -> str:
+        """Short and readable: ``onnx``, ``tvm x86``, ``tvm aarch64``, ``tvm cuda sm_87 (host aarch64)``."""
+        if self.tvm_target is None:
+            return self.backend + (" (+fp16)" if self.fp16 else "")
+        return "tvm " + _describe_tvm(self.tvm_target)
+
+
+def _describe_tvm(target: dict) -> str:
+    if target["kind"] == "cuda":
+        host = target.get("host")
+        return f"cuda {target.get('arch', '')}".strip() + (f" (host {_describe_tvm(host)})" if host else "")
+    if target["kind"] == "llvm":
+        return target.get("mtriple", "x86_64").split("-")[0].replace("x86_64", "x86")
+    return target["kind"]
+
+
+@dataclass(frozen=True)
+class Artifact:
+    part: str
+    backend: str
+    target: Target
+    path: Path  # the main file, relative to the build directory
+    extra: tuple[Path, ...] = field(default=())  # other files it needs (FP16 variant, tuning database)
+
+
+def backend(name: str):
+    """The backend module of that name (``backends/<name>.py``); a wrong name lists the valid ones."""
+    if name not in BACKENDS:
+        raise HalocutError(f"unknown backend '{name}'; backends: {', '.join(BACKENDS)}")
+    return importlib.import_module(f"backends.{name}")
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def graph_key(part: Part, target: Target) -> str:
+    """A cache key: the part's code, its weights and input shapes, and the target."""
+    digest = hashlib.sha256(part.module.code.encode())
+    for name, tensor in sorted(part.module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    for attribute in sorted(k for k, v in vars(part.module).items() if isinstance(v, torch.Tensor)):
+        digest.update(getattr(part.module, attribute).detach().cpu().contiguous().numpy().tobytes())
+    digest.update(repr([tuple(x.shape) for x in part.example_inputs]).encode())
+    digest.update(repr((target.backend, sorted((target.tvm_target or {}).items()), target.fp16)).encode())
+    return digest.hexdigest()

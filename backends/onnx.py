@@ -1,0 +1,117 @@
+"""ONNX backend: TensorRT-ready ONNX (opset 17) for Jetson boards, verified here with onnxruntime.
+
+TensorRT-ready means static shapes, FP32 weights, constants folded, a graph
+cleaned and sorted by onnx-graphsurgeon, ``onnx.checker`` passing with the full
+check, and only ops TensorRT implements (:data:`TENSORRT_OPS`); an FP16 variant
+(inputs and outputs kept FP32) is written when the target asks for it.
+
+>>> import torch, tempfile
+>>> from pathlib import Path
+>>> from torch import fx, nn
+>>> from backends.base import Part, Target
+>>> part = Part("p", fx.symbolic_trace(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())), (torch.randn(1, 3, 8, 8),),
+...             ("x",), ("y",))
+>>> out = Path(tempfile.mkdtemp())
+>>> artifact = emit(part, Target("onnx"), out)
+>>> load(artifact, out)([part.example_inputs[0].numpy()])[0].shape
+(1, 4, 6, 6)
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+import onnxruntime
+import torch
+
+from backends.base import Artifact, Part, Runner, Target
+from compiler.errors import HalocutError
+
+OPSET = 17
+# Operators TensorRT 8.6+ parses (onnx-tensorrt operators.md); a part using anything else is refused.
+TENSORRT_OPS = frozenset({
+    "Add", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat", "Constant", "ConstantOfShape", "Conv",
+    "ConvTranspose", "DepthToSpace", "Div", "Elu", "Equal", "Expand", "Flatten", "Gather", "Gemm",
+    "GlobalAveragePool", "GlobalMaxPool", "HardSigmoid", "HardSwish", "Identity", "LeakyRelu", "LRN", "MatMul",
+    "Max", "MaxPool", "Mul", "Pad", "Pow", "ReduceMean", "Relu", "Reshape", "Resize", "Shape", "Sigmoid", "Slice",
+    "Softmax", "SpaceToDepth", "Split", "Sqrt", "Squeeze", "Sub", "Sum", "Tanh", "Tile", "Transpose", "Unsqueeze",
+    "Where",
+})
+
+
+def emit(part: Part, target: Target, out_dir: Path) -> Artifact:
+    """Write ``<part>.onnx`` (and ``<part>.fp16.onnx`` if asked) into ``out_dir``; paths are relative to it."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = _clean(_export(part), part)
+    _check(model, part.name)
+    path = Path(f"{part.name}.onnx")
+    onnx.save(model, out_dir / path)
+    extra = ()
+    if target.fp16:
+        from onnxconverter_common import float16
+
+        half = float16.convert_float_to_float16(model, keep_io_types=True)
+        onnx.checker.check_model(half, full_check=True)
+        extra = (Path(f"{part.name}.fp16.onnx"),)
+        onnx.save(half, out_dir / extra[0])
+    return Artifact(part.name, "onnx", target, path, extra)
+
+
+def runnable(target: Target) -> bool:
+    return True
+
+
+def load(artifact: Artifact, build_dir: Path) -> Runner:
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    session = onnxruntime.InferenceSession(str(build_dir / artifact.path), options, providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+
+    def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
+        return session.run(None, {name: np.ascontiguousarray(x) for name, x in zip(names, inputs)})
+    return run
+
+
+def _export(part: Part) -> onnx.ModelProto:
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings():  # the TorchScript exporter is deprecated; dynamo=True needs onnxscript
+            warnings.simplefilter("ignore")
+            torch.onnx.export(part.module, part.example_inputs, buffer, input_names=list(part.input_names),
+                              output_names=list(part.output_names), opset_version=OPSET, dynamo=False,
+                              do_constant_folding=True)
+    except Exception as error:
+        message = " ".join(str(error).split())[:240]
+        raise HalocutError(f"part '{part.name}': ONNX export failed: {message}") from None
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def _clean(model: onnx.ModelProto, part: Part) -> onnx.ModelProto:
+    """Fold constants, drop dead nodes, sort; stamp the static shapes the example run gave, then infer the rest."""
+    graph = gs.import_onnx(model)
+    graph.fold_constants().cleanup().toposort()
+    for tensor, example in zip(graph.inputs, part.example_inputs):
+        tensor.shape, tensor.dtype = list(example.shape), np.float32
+    for tensor, example in zip(graph.outputs, part.example_outputs()):
+        tensor.shape, tensor.dtype = list(example.shape), np.float32
+    return onnx.shape_inference.infer_shapes(gs.export_onnx(graph), strict_mode=True)
+
+
+def _check(model: onnx.ModelProto, name: str) -> None:
+    onnx.checker.check_model(model, full_check=True)
+    unsupported = sorted({node.op_type for node in model.graph.node} - TENSORRT_OPS)
+    if unsupported:
+        raise HalocutError(f"part '{name}': ops TensorRT does not support: {', '.join(unsupported)}")
+    for value in list(model.graph.input) + list(model.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if any(not d.HasField("dim_value") for d in dims):
+            raise HalocutError(f"part '{name}': tensor '{value.name}' has a dynamic shape")
+    for initializer in model.graph.initializer:
+        if initializer.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.INT64, onnx.TensorProto.INT32):
+            raise HalocutError(f"part '{name}': weight '{initializer.name}' is "
+                               f"{onnx.TensorProto.DataType.Name(initializer.data_type)}, not FP32")

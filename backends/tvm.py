@@ -1,0 +1,439 @@
+"""TVM backend: import a part into Relax, compile it for an LLVM or CUDA target, export one shared library.
+
+Targets are TVM 0.27 JSON dicts (``Target.tvm_target``): ``{"kind": "llvm"}`` (this machine, x86-64),
+``{"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}`` (linked with
+``aarch64-linux-gnu-gcc``) and ``{"kind": "cuda", "arch": "sm_87"}``, whose host code is x86-64 unless the
+dict carries a ``"host"`` target (a Jetson: ``{"kind": "llvm", "mtriple": "aarch64-linux-gnu"}``).
+
+A part is imported through ``torch.export`` and ``from_exported_program`` (``from_fx`` gives wrong numbers
+for eval-mode batch norm; it is only the fallback when export fails). ``emit`` writes
+``<out_dir>/<part>.<suffix>.so`` and returns an Artifact whose path is that file name, relative to
+``out_dir``: the caller passes ``out_dir = build_dir/<device>`` and prefixes the device folder.
+
+Compiled libraries are cached by :func:`backends.base.graph_key` in ``$HALOCUT_CACHE`` (default
+``~/.cache/halocut/tvm``): emitting an unchanged part again copies the cached library.
+
+CUDA. This TVM build has no CUDA runtime, so ``tvm.compile`` keeps the generated CUDA source in the
+library (the runtime would compile it when loaded, on the device). When this machine's ``nvcc`` can
+target the ``arch`` (CUDA 13: sm_75 and newer), ``emit`` compiles that source ahead of time into a cubin
+and stores the cubin in the library instead, so the device loads machine code for its architecture;
+for older archs (Jetson Nano's sm_53) the library keeps the source and says so in a warning.
+
+Tuning. :func:`tune` measures MetaSchedule candidates on this machine and writes a JSON database that
+``emit(..., tuning_database=...)`` applies. It needs psutil and cloudpickle, and a tvm-ffi whose
+``save_json`` works; :func:`tuning_unavailable` says what is missing.
+
+TVM is imported inside the functions that use it, so importing this module stays cheap (TVM takes ~3 s).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import logging
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from backends.base import Artifact, Part, Runner, Target, graph_key
+from compiler.errors import HalocutError
+
+logger = logging.getLogger(__name__)
+
+_KINDS = ("llvm", "cuda")
+_WORKER_TIMEOUT_S = 300.0  # a MetaSchedule worker first imports TVM's tensor intrinsics, ~20 s on 2 cores
+
+
+def file_suffix(target: Target) -> str:
+    """The file-name suffix of a target: ``x86``, ``aarch64`` (an LLVM triple's arch), ``cuda-<arch>``.
+
+    >>> file_suffix(Target("tvm", {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}))
+    'aarch64'
+    >>> file_suffix(Target("tvm", {"kind": "cuda", "arch": "sm_87"}))
+    'cuda-sm_87'
+    """
+    spec = _target_dict(target)
+    if spec["kind"] == "cuda":
+        return f"cuda-{spec.get('arch', 'native')}"
+    arch = str(spec.get("mtriple", "x86_64")).split("-")[0]
+    return "x86" if arch == "x86_64" else arch
+
+
+def cache_dir(environ=os.environ) -> Path:
+    """Where compiled libraries are cached: ``$HALOCUT_CACHE`` or ``~/.cache/halocut/tvm``.
+
+    >>> cache_dir({"HALOCUT_CACHE": "/srv/halocut"}), cache_dir({}) == Path.home() / ".cache/halocut/tvm"
+    (PosixPath('/srv/halocut'), True)
+    """
+    return Path(environ.get("HALOCUT_CACHE") or Path.home() / ".cache" / "halocut" / "tvm")
+
+
+def runnable(target: Target) -> bool:
+    """Whether this machine runs the target's code: x86-64 LLVM code on an x86-64 machine.
+
+    >>> runnable(Target("tvm", {"kind": "llvm"})), runnable(Target("tvm", {"kind": "cuda", "arch": "sm_87"}))
+    (True, False)
+    """
+    spec = target.tvm_target or {}
+    native = platform.machine() in ("x86_64", "AMD64")
+    return native and spec.get("kind") == "llvm" and str(spec.get("mtriple", "x86_64")).startswith("x86_64")
+
+
+def emit(part: Part, target: Target, out_dir: Path, tuning_database: Path | None = None) -> Artifact:
+    """Compile ``part`` for ``target`` into ``out_dir/<part>.<suffix>.so`` (or copy it from the cache).
+
+    ``tuning_database`` is a folder written by :func:`tune`; its schedules are applied. The returned
+    Artifact's path is relative to ``out_dir`` (the file name); ``extra`` names the tuning database
+    when it lies inside ``out_dir``.
+
+    >>> import tempfile, torch
+    >>> from torch import fx, nn
+    >>> module = fx.symbolic_trace(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()))
+    >>> x = torch.randn(1, 3, 8, 8)
+    >>> out_dir = Path(tempfile.mkdtemp())
+    >>> artifact = emit(Part("s0", module, (x,), ("x",), ("y",)), Target("tvm", {"kind": "llvm"}), out_dir)
+    >>> artifact.path
+    PosixPath('s0.x86.so')
+    >>> (y,) = load(artifact, out_dir)([x.numpy()])
+    >>> bool(np.allclose(y, module(x).detach().numpy(), atol=1e-5))
+    True
+    """
+    spec = _target_dict(target)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{part.name}.{file_suffix(target)}.so"
+    cached = cache_dir() / f"{_cache_key(part, target, tuning_database)}.so"
+    if cached.exists():
+        shutil.copyfile(cached, path)
+        logger.info("tvm: part '%s' (%s): cache hit %s", part.name, target.describe(), cached.name)
+    else:
+        executable = _compile(part, spec, tuning_database)
+        _export(executable, path, spec, part.name)
+        _store(path, cached)
+        logger.info("tvm: part '%s' (%s): compiled, cached as %s", part.name, target.describe(), cached.name)
+    extra = ()
+    if tuning_database is not None and Path(tuning_database).resolve().is_relative_to(out_dir.resolve()):
+        extra = (Path(tuning_database).resolve().relative_to(out_dir.resolve()),)
+    return Artifact(part=part.name, backend="tvm", target=target, path=Path(path.name), extra=extra)
+
+
+def load(artifact: Artifact, build_dir: Path) -> Runner:
+    """A callable running the artifact's library on this machine's CPU: list of arrays in, list out.
+
+    The example of :func:`emit` emits a part and runs it.
+    """
+    if not runnable(artifact.target):
+        raise HalocutError(f"tvm: part '{artifact.part}' is compiled for {artifact.target.describe()}, "
+                           f"which this machine ({platform.machine()}) cannot run")
+    import tvm
+    from tvm import relax
+
+    device = tvm.cpu()
+    machine = relax.VirtualMachine(tvm.runtime.load_module(str(Path(build_dir) / artifact.path)), device)
+
+    def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
+        result = machine["main"](*(tvm.runtime.tensor(np.ascontiguousarray(x), device) for x in inputs))
+        return [tensor.numpy() for tensor in _flatten(result)]
+
+    return run
+
+
+@functools.cache
+def tuning_unavailable() -> str | None:
+    """Why MetaSchedule tuning cannot run in this Python environment, or None when it can.
+
+    >>> reason = tuning_unavailable()
+    >>> reason is None or reason.startswith("MetaSchedule")
+    True
+    """
+    missing = [name for name in ("psutil", "cloudpickle") if importlib.util.find_spec(name) is None]
+    if missing:
+        return f"MetaSchedule's worker processes need the Python package(s) {', '.join(missing)}"
+    probe = "import tvm; tvm.ir.save_json(tvm.tirx.IntImm('int32', 1))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=300)
+    if done.returncode != 0:
+        from importlib.metadata import version
+        return (f"MetaSchedule stores schedules with tvm.ir.save_json, which crashes (exit {done.returncode}) "
+                f"with apache-tvm-ffi {version('apache-tvm-ffi')}; apache-tvm-ffi 0.1.14.post0 works")
+    return None
+
+
+def tune(part: Part, target: Target, out_dir: Path, trials: int) -> Path:
+    """Tune the part's kernels with MetaSchedule on this machine; returns the database folder.
+
+    The database is ``out_dir/<part>.tuning/`` (JSON workloads and records, logs); pass it to
+    :func:`emit` as ``tuning_database``. Only targets this machine runs can be tuned, since every
+    candidate is measured here. Tuning takes minutes, so the example is not run::
+
+        database = tune(part, Target("tvm", {"kind": "llvm"}), out_dir, trials=64)
+        artifact = emit(part, Target("tvm", {"kind": "llvm"}), out_dir, tuning_database=database)
+    """
+    spec = _target_dict(target)
+    reason = tuning_unavailable()
+    if reason:
+        raise HalocutError(f"tvm: cannot tune part '{part.name}': {reason}")
+    if not runnable(target):
+        raise HalocutError(f"tvm: cannot tune part '{part.name}' for {target.describe()}: "
+                           f"tuning measures candidates on this machine, which cannot run that target")
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    work_dir = Path(out_dir) / f"{part.name}.tuning"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    tuning_target = tvm.target.Target({**spec, "num-cores": spec.get("num-cores", os.cpu_count() or 1)})
+    tasks = ms.relax_integration.extract_tasks(_fuse(_import(part), tuning_target), tuning_target)
+    if not tasks:
+        raise HalocutError(f"tvm: part '{part.name}' has no kernels to tune")
+    try:
+        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+            tasks, str(work_dir), num_threads=os.cpu_count() or 1, seed=0)
+        ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir), max_trials_global=trials,
+                      num_trials_per_iter=max(1, min(64, trials)),
+                      cost_model="xgb" if importlib.util.find_spec("xgboost") else "random",
+                      builder=ms.builder.LocalBuilder(max_workers=1, timeout_sec=_WORKER_TIMEOUT_S),
+                      runner=ms.runner.LocalRunner(timeout_sec=_WORKER_TIMEOUT_S))
+    except Exception as error:  # noqa: BLE001
+        raise HalocutError(f"tvm: tuning part '{part.name}' failed: {_first_line(error)}") from error
+    return work_dir
+
+
+def _target_dict(target: Target) -> dict:
+    spec = target.tvm_target
+    if target.backend != "tvm" or not isinstance(spec, dict) or spec.get("kind") not in _KINDS:
+        raise HalocutError(f"tvm backend: target {target.describe()} is not a TVM target dict with kind "
+                           f"{' or '.join(_KINDS)}, e.g. {{\"kind\": \"llvm\"}}")
+    return spec
+
+
+def _cache_key(part: Part, target: Target, tuning_database: Path | None) -> str:
+    import tvm
+
+    digest = hashlib.sha256(graph_key(part, target).encode())
+    digest.update(tvm.__version__.encode())
+    spec = _target_dict(target)
+    if spec["kind"] == "cuda":
+        digest.update(b"cubin" if spec.get("arch") in _nvcc_archs() else b"source")
+    if tuning_database is not None:
+        for name in ("database_workload.json", "database_tuning_record.json"):
+            record = Path(tuning_database) / name
+            digest.update(record.read_bytes() if record.exists() else b"-")
+    return digest.hexdigest()
+
+
+def _store(path: Path, cached: Path) -> None:
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=cached.parent, suffix=".part", delete=False) as handle:
+        partial = Path(handle.name)
+    shutil.copyfile(path, partial)
+    os.replace(partial, cached)
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return (lines[0] if lines else type(error).__name__)[:300]
+
+
+def _import(part: Part):
+    """The part as a Relax IRModule: torch.export first, fx as the fallback."""
+    from tvm.relax.frontend.torch import from_exported_program, from_fx
+
+    try:
+        exported = torch.export.export(part.module, tuple(part.example_inputs))
+    except Exception as error:  # noqa: BLE001 - any export failure falls back to the fx importer
+        logger.info("tvm: part '%s': torch.export failed (%s); importing with from_fx", part.name, _first_line(error))
+        shapes = [(tuple(x.shape), str(x.dtype).removeprefix("torch.")) for x in part.example_inputs]
+        try:
+            return from_fx(part.module, shapes)
+        except Exception as fx_error:  # noqa: BLE001
+            raise HalocutError(f"tvm: cannot import part '{part.name}': {_first_line(fx_error)}") from fx_error
+    try:
+        return from_exported_program(exported)
+    except Exception as error:  # noqa: BLE001
+        raise HalocutError(f"tvm: cannot import part '{part.name}': {_first_line(error)}") from error
+
+
+def _fuse(mod, target):
+    """Legalize and fuse as ``compile_relax`` does, so tuned kernels match the ones it looks up."""
+    import tvm
+    from tvm import relax
+
+    passes = [*relax.pipeline.library_dispatch_passes(target), relax.transform.LegalizeOps(),
+              relax.transform.AnnotateTIROpPattern(), relax.transform.FoldConstant(),
+              relax.transform.FuseOps(), relax.transform.FuseTIR()]
+    with target:
+        return tvm.transform.Sequential(passes)(mod)
+
+
+def _compile(part: Part, spec: dict, tuning_database: Path | None):
+    import tvm
+
+    mod = _import(part)
+    target = tvm.target.Target(spec)
+    try:
+        if tuning_database is None:
+            return tvm.compile(mod, target=target)
+        reason = tuning_unavailable()
+        if reason:
+            raise HalocutError(f"tvm: cannot apply tuning database to part '{part.name}': {reason}")
+        from tvm.s_tir import meta_schedule as ms
+
+        database = ms.database.JSONDatabase(work_dir=str(tuning_database), allow_missing=False)
+        return ms.relax_integration.compile_relax(database, mod, target, params=None)
+    except HalocutError:
+        raise
+    except Exception as error:  # noqa: BLE001
+        raise HalocutError(f"tvm: cannot compile part '{part.name}' for {target.kind.name}: "
+                           f"{_first_line(error)}") from error
+
+
+def _host_triple(spec: dict) -> str | None:
+    host = spec.get("host") if spec["kind"] == "cuda" else spec
+    return host.get("mtriple") if isinstance(host, dict) else None
+
+
+def _linker(spec: dict, part_name: str) -> dict:
+    """``export_library`` arguments that link for the host triple: a cross gcc unless it is x86-64."""
+    triple = _host_triple(spec)
+    if triple is None or triple.startswith("x86_64"):
+        return {}
+    compiler = f"{triple}-gcc"
+    if shutil.which(compiler) is None:
+        raise HalocutError(f"tvm: cannot link part '{part_name}' for {triple}: {compiler} not found "
+                           f"(Debian: apt-get install gcc-{triple})")
+    return {"cc": compiler}
+
+
+def _export(executable, path: Path, spec: dict, part_name: str) -> None:
+    options = _linker(spec, part_name)
+    cubins = _cubins(executable, spec, part_name)
+    if cubins:
+        options["fpack_imports"] = functools.partial(_pack_with_cubins, cubins=cubins)
+    try:
+        executable.export_library(str(path), **options)
+    except Exception as error:  # noqa: BLE001
+        raise HalocutError(f"tvm: cannot export part '{part_name}' to {path.name}: {_first_line(error)}") from error
+
+
+def _modules(module):
+    yield module
+    for child in module.imports:
+        yield from _modules(child)
+
+
+def _cubins(executable, spec: dict, part_name: str) -> dict[bytes, bytes]:
+    """Each CUDA module's source (as packed) -> its cubin for ``spec["arch"]``; empty without nvcc."""
+    sources = [str(m.inspect_source()) for m in _modules(executable.mod) if m.kind == "cuda"]
+    if not sources:
+        return {}
+    if spec.get("arch") not in _nvcc_archs():
+        logger.warning("tvm: part '%s': no nvcc here for %s; the library carries CUDA source, compiled when "
+                       "loaded on the device", part_name, spec.get("arch", "an unnamed arch"))
+        return {}
+    import tvm
+    from tvm.support import nvcc
+
+    cubins = {}
+    with tvm.target.Target(spec):
+        for source in sources:
+            try:
+                binary = nvcc.compile_cuda(source, target_format="cubin", arch=spec["arch"], compiler="nvcc")
+            except Exception as error:  # noqa: BLE001
+                message = str(error).split("Compilation error:")[-1]
+                raise HalocutError(f"tvm: nvcc cannot compile part '{part_name}' for {spec['arch']}: "
+                                   f"{_first_line(Exception(message))}") from error
+            cubins[source.encode()] = bytes(binary)
+    return cubins
+
+
+@functools.cache
+def _nvcc_archs() -> frozenset[str]:
+    """The ``sm_XY`` this machine's nvcc compiles for (CUDA 13 starts at sm_75); empty without nvcc."""
+    if shutil.which("nvcc") is None:
+        return frozenset()
+    listed = subprocess.run(["nvcc", "--list-gpu-arch"], capture_output=True, text=True, timeout=60).stdout
+    return frozenset("sm_" + arch for arch in re.findall(r"compute_(\d+)", listed))
+
+
+_BLOB_SYMBOL = "__tvm_ffi__library_bin"  # where a TVM library keeps its packed imports (tvm-ffi's name)
+
+
+def _pack_with_cubins(module, is_system_lib: bool, prefix: str, workspace_dir: str, cubins) -> str:
+    """``fpack_imports`` for export_library: TVM's packed imports, CUDA sources swapped for cubins.
+
+    The blob goes into an assembler file that ``.incbin``-s it: a C array of a 50 MB blob of weights
+    takes gcc minutes, the assembler a moment.
+    """
+    from tvm.runtime import _ffi_api  # the packers export_library itself uses
+
+    if is_system_lib or prefix:
+        raise HalocutError("tvm: embedding cubins into a system library is not supported")
+    blob = _swap_cuda_sources(_ffi_api.ModulePackImportsToTensor(module).numpy().tobytes(), cubins)
+    blob_path = os.path.join(workspace_dir, "imports.bin")
+    with open(blob_path, "wb") as handle:
+        handle.write(blob)
+    path = os.path.join(workspace_dir, "imports.s")
+    with open(path, "w") as handle:
+        handle.write(f"""\t.section .rodata.{_BLOB_SYMBOL},"a"
+\t.globl {_BLOB_SYMBOL}
+\t.type {_BLOB_SYMBOL}, %object
+\t.p2align 4
+{_BLOB_SYMBOL}:
+\t.incbin "{blob_path}"
+\t.size {_BLOB_SYMBOL}, . - {_BLOB_SYMBOL}
+\t.section .note.GNU-stack,"",%progbits
+""")
+    return path
+
+
+def _u64(value: int) -> bytes:
+    return value.to_bytes(8, "little")
+
+
+def _packed_string(data: bytes) -> bytes:
+    return _u64(len(data)) + data
+
+
+def _swap_cuda_sources(blob: bytes, cubins: dict[bytes, bytes]) -> bytes:
+    """Replace each packed CUDA module (format ``cuda``: fmt, function map, source) by format ``cubin``.
+
+    The blob is ``u64 size`` then the import tree and one ``(type key, u64 length, payload)`` per module;
+    a CUDA module's payload is ``fmt, fmap, data``, the layout a CUDA-enabled build writes for its cubins.
+    """
+    marker = _packed_string(b"cuda")
+    data, out, position, swapped = blob[8:], bytearray(), 0, set()
+    while (found := data.find(marker, position)) >= 0:
+        start = found + len(marker)
+        size = int.from_bytes(data[start:start + 8], "little")
+        payload = data[start + 8:start + 8 + size]
+        source = next((s for s in cubins if payload.startswith(marker) and payload.endswith(_packed_string(s))), None)
+        if source is None:
+            out += data[position:start]
+            position = start
+            continue
+        fmap = payload[len(marker):size - len(_packed_string(source))]
+        new_payload = _packed_string(b"cubin") + fmap + _packed_string(cubins[source])
+        out += data[position:start] + _u64(len(new_payload)) + new_payload
+        position = start + 8 + size
+        swapped.add(source)
+    if len(swapped) != len(cubins):
+        raise HalocutError(f"tvm: found {len(swapped)} of {len(cubins)} CUDA modules in the packed library; "
+                           f"this TVM's library layout is not the one expected")
+    out += data[position:]
+    return _u64(len(out)) + bytes(out)
+
+
+def _flatten(value) -> list:
+    import tvm
+
+    if isinstance(value, tvm.runtime.Tensor):
+        return [value]
+    return [tensor for item in value for tensor in _flatten(item)]

@@ -1,0 +1,327 @@
+"""The compile pipeline: a named list of steps, each timed, from a model and a topology to ``build/``.
+
+frontend -> fold -> analyse -> plan -> lower -> emit -> verify -> manifest
+
+Every step is a function of the :class:`Compilation` state. The build happens
+in a temporary directory beside the output and is renamed into place at the
+end, so an interrupted compile never leaves a manifest pointing to missing
+files; an existing non-empty output is refused unless ``force``.
+
+>>> [name for name, _ in STEPS]
+['frontend', 'fold', 'analyse', 'plan', 'lower', 'emit', 'verify', 'manifest']
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from rich.progress import Progress
+from torch import fx, nn
+
+from backends.base import Artifact, Part, Target, backend
+from compiler.errors import HalocutError
+from compiler.frontend import LoadedModel, Shape, load_model
+from compiler.ir import annotate_layers
+from compiler.plan import Plan
+from passes.fold import fold_batchnorm
+from passes.lower import LoweredStage, lower_plan
+from runtime.names import part_name
+from runtime.reference import call_module, max_error, run_lowered
+from runtime.simulate import SimulationResult, simulate
+from targets.cost import CostModel
+from targets.topology import Device, Topology, load_topology
+
+AARCH64 = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}
+X86 = {"kind": "llvm"}
+
+
+@dataclass
+class CompileOptions:
+    model: str | nn.Module
+    topology: str | Path
+    output: str | Path
+    plan: str | Path | None = None
+    planner: str = "offload"
+    input_shape: Shape | None = None
+    weights: str | Path | None = None
+    backends: tuple[str, ...] | None = None  # restrict every device to these backends
+    force: bool = False
+    fp16: bool = False
+    stop_after: str | None = None
+    progress: bool = True
+    tune: int = 0  # MetaSchedule trials per part for this machine's own (x86) TVM targets
+
+
+@dataclass
+class Compilation:
+    """State handed from step to step."""
+
+    options: CompileOptions
+    loaded: LoadedModel | None = None
+    graph: fx.GraphModule | None = None
+    topology: Topology | None = None
+    plan: Plan | None = None
+    lowered: list[LoweredStage] = field(default_factory=list)
+    parts: dict[str, tuple[Part, str]] = field(default_factory=dict)  # name -> (part, device)
+    artifacts: dict[str, list[Artifact]] = field(default_factory=dict)
+    verification: dict[str, dict] = field(default_factory=dict)
+    simulation: SimulationResult | None = None
+    staging: Path | None = None
+    manifest_path: Path | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    example: torch.Tensor | None = None
+    reference: object = None
+
+
+def targets_for(device: Device, only: tuple[str, ...] | None = None, fp16: bool = False) -> list[Target]:
+    """What each kind of machine gets, from its catalog backend (``only`` keeps those backends)."""
+    cuda = {"kind": "cuda", "arch": device.cuda_arch} if device.cuda_arch else None
+    choices = {
+        "tvm-aarch64": [Target("tvm", AARCH64)],
+        "tvm-x86": [Target("tvm", X86), Target("torch")],
+        "tensorrt-onnx": [Target("onnx", fp16=fp16)] + ([Target("tvm", {**cuda, "host": AARCH64})] if cuda else []),
+        "cuda": ([Target("tvm", cuda)] if cuda else []) + [Target("torch")],
+        "torch": [Target("torch")],
+    }[device.backend or "torch"]
+    if only:
+        choices = [t for t in choices if t.backend in only] or [Target(b, fp16=fp16) if b != "tvm" else
+                                                               Target("tvm", X86) for b in only]
+    return choices
+
+
+def step_frontend(c: Compilation) -> None:
+    c.loaded = load_model(c.options.model, c.options.input_shape, c.options.weights)
+    c.topology = load_topology(c.options.topology)
+
+
+def step_fold(c: Compilation) -> None:
+    c.graph = fold_batchnorm(c.loaded.graph_module)
+
+
+def step_analyse(c: Compilation) -> None:
+    annotate_layers(c.graph, c.loaded.input_shape)
+
+
+def step_plan(c: Compilation) -> None:
+    from passes.planning import get_planner
+
+    if c.options.plan is not None:
+        c.plan = Plan.load(c.options.plan)
+        if tuple(c.plan.input_shape) != tuple(c.loaded.input_shape):
+            raise HalocutError(f"{c.options.plan}: plan is for input shape {tuple(c.plan.input_shape)}, the model "
+                               f"is compiled at {tuple(c.loaded.input_shape)}")
+    else:
+        c.plan = get_planner(c.options.planner)(c.graph, c.loaded.name, c.loaded.input_shape, c.topology, CostModel())
+    c.plan.validate(c.graph, {d.name for d in c.topology.devices})
+    c.simulation = simulate(c.graph, c.plan, c.topology, requests=4)
+
+
+def step_lower(c: Compilation) -> None:
+    """Cut and slice the plan into parts, and record each part's example inputs by running the reference."""
+    c.lowered = lower_plan(c.graph, c.plan)
+    c.example = torch.randn(c.loaded.input_shape, generator=torch.Generator().manual_seed(0))
+    devices = _part_devices(c)
+    recorded: dict[str, tuple[fx.GraphModule, list]] = {}
+
+    def record(name, module, args):
+        recorded[name] = (module, [a.detach().clone() for a in args])
+        return module(*args)
+
+    run_lowered(c.graph, c.lowered, c.example, call=record)
+    interfaces = _interfaces(c.lowered)
+    for name, (module, args) in recorded.items():
+        inputs, outputs = interfaces[name]
+        c.parts[name] = (Part(name, module, tuple(args), inputs, outputs), devices[name])
+    with torch.no_grad():
+        c.reference = c.loaded.module(c.example)
+
+
+def step_emit(c: Compilation) -> None:
+    staging = _staging_dir(c.options)
+    c.staging = staging
+    jobs = [(name, part, device, target) for name, (part, device) in c.parts.items()
+            for target in targets_for(c.topology.device(device), c.options.backends, c.options.fp16)]
+    with Progress(disable=not c.options.progress, transient=True) as bar:
+        task = bar.add_task("emitting parts", total=len(jobs))
+        for name, part, device, target in jobs:
+            bar.update(task, description=f"{name} -> {device} ({target.describe()})")
+            artifact = _emit(part, target, staging / device, c.options.tune)
+            c.artifacts.setdefault(name, []).append(_under(artifact, device))
+            bar.advance(task)
+
+
+def step_verify(c: Compilation) -> None:
+    """Stitch each runnable backend's artifacts through the reference executor and compare with the model."""
+    groups: dict[str, dict[str, Artifact]] = {}
+    for name, artifacts in c.artifacts.items():
+        for artifact in artifacts:
+            if backend(artifact.backend).runnable(artifact.target):
+                label = artifact.backend if artifact.target.tvm_target is None else f"{artifact.backend} x86"
+                groups.setdefault(label, {})[name] = artifact
+    for label, chosen in sorted(groups.items()):
+        runners = {name: backend(a.backend).load(a, c.staging) for name, a in chosen.items()}
+
+        def call(name, module, args, runners=runners):
+            if name not in runners:
+                return call_module(name, module, args)
+            outputs = [torch.from_numpy(np.asarray(o)) for o in runners[name]([a.detach().numpy() for a in args])]
+            return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+        error, allowed = max_error(run_lowered(c.graph, c.lowered, c.example, call=call), c.reference)
+        c.verification[label] = {"max_abs_error": error, "tolerance": allowed, "parts": sorted(runners)}
+        if not error <= allowed:
+            raise HalocutError(f"{label} artifacts are not equivalent to the model: max abs error {error:.3g} > "
+                               f"{allowed:.3g}")
+
+
+def step_manifest(c: Compilation) -> None:
+    from backends.manifest import build_manifest, write_manifest
+
+    manifest = build_manifest(c)
+    write_manifest(manifest, c.staging / "manifest.json")
+    c.manifest_path = _publish(c.staging, Path(c.options.output), c.options.force) / "manifest.json"
+
+
+STEPS: list[tuple[str, Callable[[Compilation], None]]] = [
+    ("frontend", step_frontend), ("fold", step_fold), ("analyse", step_analyse), ("plan", step_plan),
+    ("lower", step_lower), ("emit", step_emit), ("verify", step_verify), ("manifest", step_manifest),
+]
+
+
+def get_pipeline(stop_after: str | None = None) -> list[tuple[str, Callable[[Compilation], None]]]:
+    """The steps up to and including ``stop_after``; a wrong name lists the valid ones."""
+    names = [name for name, _ in STEPS]
+    if stop_after is None:
+        return list(STEPS)
+    if stop_after not in names:
+        raise HalocutError(f"unknown step '{stop_after}'; steps: {', '.join(names)}")
+    return STEPS[:names.index(stop_after) + 1]
+
+
+def compile_model(options: CompileOptions) -> Compilation:
+    """Run the pipeline; returns the final state (``manifest_path`` says where the build is)."""
+    _check_output(Path(options.output), options.force)
+    compilation = Compilation(options)
+    try:
+        for name, step in get_pipeline(options.stop_after):
+            start = time.perf_counter()
+            step(compilation)
+            compilation.timings[name] = time.perf_counter() - start
+    finally:
+        if compilation.staging is not None and compilation.staging.exists() and compilation.manifest_path is None:
+            shutil.rmtree(compilation.staging, ignore_errors=True)
+    return compilation
+
+
+def summary_table(c: Compilation):
+    """Parts per device, artifact sizes, predicted latency, verification and step times."""
+    from rich.table import Table
+
+    table = Table(title=f"{c.loaded.name if c.loaded else c.options.model} for "
+                        f"{c.topology.name if c.topology else c.options.topology}")
+    for column in ("device", "parts", "artifacts", "size", "predicted busy"):
+        table.add_column(column, justify="left" if column in ("device", "parts", "artifacts") else "right")
+    by_device: dict[str, list[str]] = {}
+    for name, (_, device) in c.parts.items():
+        by_device.setdefault(device, []).append(name)
+    root = c.manifest_path.parent if c.manifest_path else c.staging
+    for device, names in by_device.items():
+        artifacts = [a for n in names for a in c.artifacts.get(n, [])]
+        size = sum((root / p).stat().st_size for a in artifacts for p in (a.path, *a.extra)) if root else 0
+        kinds = sorted({a.target.describe() for a in artifacts})
+        busy = c.simulation.busy_s.get(device, 0.0) if c.simulation else 0.0
+        table.add_row(device, ", ".join(names), "; ".join(kinds) or "-", f"{size / 1e6:.2f} MB", f"{busy * 1e3:.2f} ms")
+    if c.simulation:
+        table.caption = (f"predicted latency {c.simulation.latency_s * 1e3:.2f} ms, throughput "
+                         f"{c.simulation.throughput_ips:.2f} img/s, lower bound {c.simulation.lower_bound_s * 1e3:.2f} ms; "
+                         + "; ".join(f"{k}: max error {v['max_abs_error']:.2g}" for k, v in c.verification.items())
+                         + "\nsteps: " + ", ".join(f"{k} {v:.2f} s" for k, v in c.timings.items()))
+    return table
+
+
+def _part_devices(c: Compilation) -> dict[str, str]:
+    """Which device runs each part; an fc stage's merge runs where its result is used next."""
+    devices = {}
+    for index, stage in enumerate(c.plan.stages):
+        if stage.kind == "single":
+            devices[part_name(index)] = stage.device
+        elif stage.kind == "spatial":
+            for t, tile in enumerate(stage.tiles):
+                for h, hop in enumerate(tile.devices):
+                    devices[part_name(index, t, h)] = hop.device
+        else:
+            for k, cluster in enumerate(stage.clusters):
+                devices[part_name(index, cluster=k)] = cluster.device
+            following = c.plan.stages[index + 1].devices()[0] if index + 1 < len(c.plan.stages) else \
+                c.topology.requester.name
+            devices[part_name(index, merge=True)] = following if c.topology.device(following).computes else \
+                stage.clusters[0].device
+    return devices
+
+
+def _emit(part: Part, target: Target, out_dir: Path, trials: int) -> Artifact:
+    """Emit one part; TVM parts for this machine's own target are tuned first when asked."""
+    module = backend(target.backend)
+    if trials and target.backend == "tvm" and module.runnable(target):
+        database = module.tune(part, target, out_dir, trials)
+        return module.emit(part, target, out_dir, tuning_database=database)
+    return module.emit(part, target, out_dir)
+
+
+def _interfaces(lowered: list[LoweredStage]) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """Input and output tensor names of every part, as the manifest and the runtime name them."""
+    names = {}
+    for index, stage in enumerate(lowered):
+        if stage.tiles:
+            for t, tile in enumerate(stage.tiles):
+                for h, hop in enumerate(tile.hops):
+                    names[part_name(index, t, h)] = (hop.inputs, hop.outputs)
+        elif stage.fc is not None:
+            count = len(stage.fc.clusters)
+            for k in range(count):
+                names[part_name(index, cluster=k)] = ((stage.fc.input,), ("partial",))
+            names[part_name(index, merge=True)] = (tuple(f"part{k}" for k in range(count)), (stage.fc.output,))
+        else:
+            names[part_name(index)] = (stage.whole.inputs, stage.whole.outputs)
+    return names
+
+
+def _under(artifact: Artifact, device: str) -> Artifact:
+    return Artifact(artifact.part, artifact.backend, artifact.target, Path(device) / artifact.path,
+                    tuple(Path(device) / p for p in artifact.extra))
+
+
+def _check_output(output: Path, force: bool) -> None:
+    if output.exists() and not output.is_dir():
+        raise HalocutError(f"output '{output}' exists and is not a directory")
+    if output.exists() and any(output.iterdir()) and not force:
+        raise HalocutError(f"output '{output}' is not empty; use --force to replace it")
+
+
+def _staging_dir(options: CompileOptions) -> Path:
+    output = Path(options.output).resolve()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = output.parent / f".{output.name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    return staging
+
+
+def _publish(staging: Path, output: Path, force: bool) -> Path:
+    """Move the finished build into place: the old output (with --force) goes only once the new one is whole."""
+    output = output.resolve()
+    if output.exists():
+        retired = output.parent / f".{output.name}.old-{os.getpid()}"
+        output.rename(retired)
+        staging.rename(output)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        staging.rename(output)
+    return output
