@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -92,6 +94,40 @@ def sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def cache_root() -> Path:
+    """Where compiled artifacts are cached: ``$HALOCUT_CACHE`` or ``~/.cache/halocut``."""
+    return Path(os.environ.get("HALOCUT_CACHE") or Path.home() / ".cache" / "halocut")
+
+
+def cached_emit(emit: Callable[[Part, Target, Path], Artifact], part: Part, target: Target, out_dir: Path,
+                salt: str = "") -> Artifact:
+    """Run ``emit`` unless the same part for the same target was emitted before; then copy its files.
+
+    The key is :func:`graph_key` (code, weights, input shapes, target) and ``salt`` (e.g. tool versions).
+    """
+    key = hashlib.sha256((graph_key(part, target) + salt).encode()).hexdigest()[:32]
+    entry = cache_root() / target.backend / key
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if (entry / "files").is_file():
+        names = (entry / "files").read_text().split()
+        for name in names:
+            shutil.copyfile(entry / name, out_dir / name.replace("PART", part.name))
+        paths = [Path(n.replace("PART", part.name)) for n in names]
+        return Artifact(part.name, target.backend, target, paths[0], tuple(paths[1:]))
+    artifact = emit(part, target, out_dir)
+    staging = entry.with_name(entry.name + f".{os.getpid()}.tmp")
+    staging.mkdir(parents=True, exist_ok=True)
+    names = [p.as_posix().replace(part.name, "PART", 1) for p in (artifact.path, *artifact.extra)]
+    for path, name in zip((artifact.path, *artifact.extra), names):
+        shutil.copyfile(out_dir / path, staging / name)
+    (staging / "files").write_text("\n".join(names))
+    try:
+        staging.rename(entry)
+    except OSError:  # another process cached it first
+        shutil.rmtree(staging, ignore_errors=True)
+    return artifact
 
 
 def graph_key(part: Part, target: Target) -> str:

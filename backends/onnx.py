@@ -29,7 +29,7 @@ import onnx_graphsurgeon as gs
 import onnxruntime
 import torch
 
-from backends.base import Artifact, Part, Runner, Target
+from backends.base import Artifact, Part, Runner, Target, cached_emit
 from compiler.errors import HalocutError
 
 OPSET = 17
@@ -45,6 +45,11 @@ TENSORRT_OPS = frozenset({
 
 
 def emit(part: Part, target: Target, out_dir: Path) -> Artifact:
+    """Emit through the build cache (see :func:`backends.base.cached_emit`)."""
+    return cached_emit(_emit, part, target, out_dir, salt=f"{torch.__version__}/{onnx.__version__}")
+
+
+def _emit(part: Part, target: Target, out_dir: Path) -> Artifact:
     """Write ``<part>.onnx`` (and ``<part>.fp16.onnx`` if asked) into ``out_dir``; paths are relative to it."""
     out_dir.mkdir(parents=True, exist_ok=True)
     model = _clean(_export(part), part)

@@ -17,11 +17,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from backends.base import Artifact, Part, Runner, Target
+from backends.base import Artifact, Part, Runner, Target, cached_emit
 from compiler.errors import HalocutError
 
 
 def emit(part: Part, target: Target, out_dir: Path) -> Artifact:
+    """Emit through the build cache (see :func:`backends.base.cached_emit`)."""
+    return cached_emit(_emit, part, target, out_dir, salt=f"{torch.__version__}")
+
+
+def _emit(part: Part, target: Target, out_dir: Path) -> Artifact:
     """Write ``<part>.pt2`` into ``out_dir``; the path returned is relative to it."""
     out_dir.mkdir(parents=True, exist_ok=True)
     try:

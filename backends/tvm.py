@@ -10,7 +10,7 @@ for eval-mode batch norm; it is only the fallback when export fails). ``emit`` w
 ``<out_dir>/<part>.<suffix>.so`` and returns an Artifact whose path is that file name, relative to
 ``out_dir``: the caller passes ``out_dir = build_dir/<device>`` and prefixes the device folder.
 
-Compiled libraries are cached by :func:`backends.base.graph_key` in ``$HALOCUT_CACHE`` (default
+Compiled libraries are cached by :func:`backends.base.graph_key` in ``$HALOCUT_CACHE/tvm`` (default
 ``~/.cache/halocut/tvm``): emitting an unchanged part again copies the cached library.
 
 CUDA. This TVM build has no CUDA runtime, so ``tvm.compile`` keeps the generated CUDA source in the
@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from backends.base import Artifact, Part, Runner, Target, graph_key
+from backends.base import Artifact, Part, Runner, Target, cache_root, graph_key
 from compiler.errors import HalocutError
 
 logger = logging.getLogger(__name__)
@@ -68,13 +68,9 @@ def file_suffix(target: Target) -> str:
     return "x86" if arch == "x86_64" else arch
 
 
-def cache_dir(environ=os.environ) -> Path:
-    """Where compiled libraries are cached: ``$HALOCUT_CACHE`` or ``~/.cache/halocut/tvm``.
-
-    >>> cache_dir({"HALOCUT_CACHE": "/srv/halocut"}), cache_dir({}) == Path.home() / ".cache/halocut/tvm"
-    (PosixPath('/srv/halocut'), True)
-    """
-    return Path(environ.get("HALOCUT_CACHE") or Path.home() / ".cache" / "halocut" / "tvm")
+def cache_dir() -> Path:
+    """Where compiled libraries are cached: ``tvm/`` under :func:`backends.base.cache_root`."""
+    return cache_root() / "tvm"
 
 
 def runnable(target: Target) -> bool:

@@ -73,9 +73,12 @@ def load_model(spec: str | nn.Module, input_shape: Shape | None = None,
     ``spec`` is a known model name (see :func:`known_models`), a
     ``path/to/file.py:factory`` whose factory returns an ``nn.Module``, or a
     module. ``weights`` is an optional local state_dict file; otherwise the
-    weights are the model's random initialisation.
+    weights are the model's random initialisation, drawn with a fixed seed so
+    that compiling the same model twice gives the same artifacts.
     """
-    module, default_shape, model_name = _build(spec)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)  # random-init weights are the same on every load: builds are reproducible
+        module, default_shape, model_name = _build(spec)
     if weights is not None:
         _load_weights(module, Path(weights))
     module.eval()

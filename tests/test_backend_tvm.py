@@ -31,7 +31,7 @@ EM_X86_64, EM_AARCH64, EM_CUDA = 62, 183, 190
 def cache(tmp_path, monkeypatch):
     """Every test starts with an empty compile cache of its own."""
     monkeypatch.setenv("HALOCUT_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
+    return tmp_path / "cache" / "tvm"
 
 
 @functools.cache

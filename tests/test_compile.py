@@ -140,3 +140,15 @@ def test_compile_command_prints_a_summary(halocut_cli, cli_env, tmp_path):
     wrong = subprocess.run([halocut_cli, "compile", "lenet5", "--topology", str(MIXED), "-o", str(tmp_path / "c"),
                             "--planner", "magic"], capture_output=True, text=True, env=cli_env, timeout=600)
     assert wrong.returncode == 2 and "unknown planner 'magic'; planners: offload" in wrong.stderr
+
+
+def test_repeat_compile_reuses_cached_artifacts(tmp_path, monkeypatch):
+    monkeypatch.setenv("HALOCUT_CACHE", str(tmp_path / "cache"))
+    calls = []
+    real = onnx_backend._emit
+    monkeypatch.setattr(onnx_backend, "_emit", lambda *a: calls.append(a[0].name) or real(*a))
+    first = compile_(tmp_path, "lenet5", None, backends=("onnx",), output="one")
+    second = compile_(tmp_path, "lenet5", None, backends=("onnx",), output="two")
+    assert len(calls) == 1  # the second build copied the cached file
+    files = [next(c.manifest_path.parent.rglob("*.onnx")).read_bytes() for c in (first, second)]
+    assert files[0] == files[1]

@@ -123,3 +123,9 @@ def test_bad_weights_files(tmp_path):
 def test_bad_shape_text(text):
     with pytest.raises(HalocutError, match="input shape"):
         parse_shape(text)
+
+
+def test_random_initialisation_is_reproducible():
+    first, second = load_model("lenet5").module, load_model("lenet5").module
+    for a, b in zip(first.state_dict().values(), second.state_dict().values()):
+        assert torch.equal(a, b)
