@@ -48,6 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--json", action="store_true", help="print one JSON object")
     simulate.set_defaults(drive=drive_simulate)
 
+    plan = commands.add_parser("plan", help="plan a model for a topology and print its simulated latency")
+    plan.add_argument("model", help="model name or path/to/file.py:factory")
+    plan.add_argument("--topology", required=True, help="topology YAML file")
+    plan.add_argument("--planner", default="offload", help="planner name (a wrong one lists them)")
+    plan.add_argument("--input-shape", help="input shape (default: the model's own)")
+    plan.add_argument("-o", "--output", help="plan JSON to write")
+    plan.add_argument("--json", action="store_true", help="print one JSON object")
+    plan.set_defaults(drive=drive_plan)
+
     build = commands.add_parser("compile", help="compile a model for a topology: one executable per machine + manifest")
     build.add_argument("model", nargs="?", help="model name or path/to/file.py:factory")
     build.add_argument("--topology", help="topology YAML file")
@@ -130,6 +139,24 @@ def drive_profile(args: argparse.Namespace) -> int:
                             progress=sys.stderr.isatty())
     path = write_profile(profile, args.output)
     print(f"profiled {len(profile['layers'])} layers of {profile['model']} with {args.runtime}: {path}")
+    return 0
+
+
+def drive_plan(args: argparse.Namespace) -> int:
+    from passes.planning import plan_model
+
+    result = plan_model(args.model, args.topology, args.planner, _shape(args.input_shape))
+    if args.output:
+        result.plan.save(args.output)
+    report = {"planner": args.planner, "latency_s": result.simulation.latency_s,
+              "throughput_ips": result.simulation.throughput_ips, "planning_time_s": result.planning_time_s,
+              "lower_bound_s": result.simulation.lower_bound_s, "stages": len(result.plan.stages)}
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{args.planner}: latency {report['latency_s'] * 1e3:.2f} ms, throughput {report['throughput_ips']:.2f} "
+              f"img/s, lower bound {report['lower_bound_s'] * 1e3:.2f} ms, {report['stages']} stage(s), planned in "
+              f"{report['planning_time_s']:.2f} s" + (f"; written to {args.output}" if args.output else ""))
     return 0
 
 

@@ -4,12 +4,14 @@ Planners register by name in :data:`PLANNERS`; :func:`get_planner` lists the
 known names when given a wrong one. They decide; slicing and cutting are done
 by ``passes/`` mechanisms afterwards (style.md item 1).
 
->>> sorted(PLANNERS)[:1]
-['offload']
+>>> sorted(PLANNERS)
+['deepar', 'neurosurgeon', 'offload']
 """
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from torch import fx
@@ -41,4 +43,26 @@ def get_planner(name: str) -> Planner:
     return PLANNERS[name]
 
 
-from passes.planning import offload  # noqa: E402,F401  (registers itself)
+@dataclass(frozen=True)
+class PlanResult:
+    plan: Plan
+    simulation: object  # runtime.simulate.SimulationResult
+    planning_time_s: float
+
+
+def plan_model(model: str, topology_path: str, planner: str, input_shape: tuple[int, ...] | None = None) -> PlanResult:
+    """The work behind ``halocut plan``: prepare the model, run the planner, score the plan with the simulator."""
+    from compiler.prepare import prepare_model
+    from runtime.simulate import simulate
+    from targets.topology import load_topology
+
+    choose = get_planner(planner)
+    topology = load_topology(topology_path)
+    prepared = prepare_model(model, input_shape)
+    start = time.perf_counter()
+    plan = choose(prepared.graph, prepared.name, prepared.input_shape, topology, CostModel())
+    elapsed = time.perf_counter() - start
+    return PlanResult(plan, simulate(prepared.graph, plan, topology), elapsed)
+
+
+from passes.planning import deepar, neurosurgeon, offload  # noqa: E402,F401  (each registers itself)
