@@ -89,10 +89,15 @@ def backend(name: str):
 
 
 def sha256(path: Path) -> str:
+    """Of a file; of a directory (a tuning database), over its files' relative names and contents."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    files = sorted(p for p in Path(path).rglob("*") if p.is_file()) if Path(path).is_dir() else [Path(path)]
+    for file in files:
+        if Path(path).is_dir():
+            digest.update(file.relative_to(path).as_posix().encode())
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()
 
 
@@ -139,5 +144,6 @@ def graph_key(part: Part, target: Target) -> str:
     for attribute in sorted(k for k, v in vars(part.module).items() if isinstance(v, torch.Tensor)):
         digest.update(getattr(part.module, attribute).detach().cpu().contiguous().numpy().tobytes())
     digest.update(repr([tuple(x.shape) for x in part.example_inputs]).encode())
+    digest.update(repr((part.input_names, part.output_names)).encode())  # written into ONNX files
     digest.update(repr((target.backend, sorted((target.tvm_target or {}).items()), target.fp16)).encode())
     return digest.hexdigest()

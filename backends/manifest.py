@@ -38,7 +38,8 @@ def build_manifest(c) -> dict:
             origin = _origin(c, name, input_name, sources)
             for source in origin:
                 if source.get("part"):
-                    consumers.setdefault(source["part"], []).append({"device": device, "part": name})
+                    consumers.setdefault((source["part"], source["output"]), []).append(
+                        {"device": device, "part": name})
             inputs.append({"name": input_name, "shape": list(example.shape), "dtype": _dtype(example),
                            "from": origin})
         parts_by_device[device].append({
@@ -82,7 +83,10 @@ def load_manifest(build_dir: str | Path) -> dict:
     path = build_dir / "manifest.json"
     if not path.is_file():
         raise HalocutError(f"{build_dir}: no manifest.json (not a halocut build)")
-    manifest = json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise HalocutError(f"{path}: not JSON: {error}") from None
     check(shipped_validator("backends", "manifest.schema.json"), manifest, str(path))
     for device, entry in manifest["devices"].items():
         for part in entry["parts"]:
@@ -153,9 +157,9 @@ def _origin(c, name: str, input_name: str, sources: dict) -> list[dict]:
     return sources[input_name]
 
 
-def _destinations(c, part: str, output: str, consumers: dict[str, list[dict]]) -> list[dict]:
+def _destinations(c, part: str, output: str, consumers: dict[tuple[str, str], list[dict]]) -> list[dict]:
     """Consumers of a part's output; the model's own outputs also go back to the requester."""
-    targets = list({(d["device"], d["part"]): d for d in consumers.get(part, [])}.values())
+    targets = list({(d["device"], d["part"]): d for d in consumers.get((part, output), [])}.values())
     (returned,) = [n.args[0] for n in c.graph.graph.nodes if n.op == "output"]
     finals: list[str] = []
     fx.node.map_arg(returned, lambda n: finals.append(n.name))

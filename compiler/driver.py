@@ -234,7 +234,8 @@ def summary_table(c: Compilation):
     root = c.manifest_path.parent if c.manifest_path else c.staging
     for device, names in by_device.items():
         artifacts = [a for n in names for a in c.artifacts.get(n, [])]
-        size = sum((root / p).stat().st_size for a in artifacts for p in (a.path, *a.extra)) if root else 0
+        files = [root / p for a in artifacts for p in (a.path, *a.extra)] if root else []
+        size = sum(f.stat().st_size for f in files if f.is_file())
         kinds = sorted({a.target.describe() for a in artifacts})
         busy = c.simulation.busy_s.get(device, 0.0) if c.simulation else 0.0
         table.add_row(device, ", ".join(names), "; ".join(kinds) or "-", f"{size / 1e6:.2f} MB", f"{busy * 1e3:.2f} ms")

@@ -195,6 +195,8 @@ def _load_weights(module: nn.Module, path: Path) -> None:
         raise HalocutError(f"weights '{path}': not a readable state_dict: {_one_line(error)}") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise HalocutError(f"weights '{path}': holds a {type(state).__name__}, not a state_dict")
     try:
         module.load_state_dict(state)
     except RuntimeError as error:

@@ -249,6 +249,7 @@ def _pool_attrs(module, arguments, inputs, outputs, kind_is_avg: bool = False) -
              "ceil_mode": bool(source.get("ceil_mode", False))}
     if kind_is_avg:
         attrs["count_include_pad"] = bool(source.get("count_include_pad", True))
+        attrs["divisor_override"] = source.get("divisor_override")
     return attrs
 
 
@@ -259,7 +260,8 @@ def _adaptive_attrs(module, arguments, inputs, outputs) -> dict:
 def _spatial_scale_attrs(module, arguments, inputs, outputs) -> dict:
     (h_in, w_in), (h_out, w_out) = inputs[0].shape[-2:], outputs[0].shape[-2:]
     mode = getattr(module, "mode", None) or arguments.get("mode") or "nearest"
-    return {"scale": (h_out / h_in, w_out / w_in), "mode": mode}
+    by_size = (getattr(module, "size", None) if module is not None else arguments.get("size")) is not None
+    return {"scale": (h_out / h_in, w_out / w_in), "mode": mode, "by_size": by_size}
 
 
 def _reorg_attrs(module, arguments, inputs, outputs) -> dict:

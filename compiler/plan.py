@@ -26,6 +26,7 @@ from compiler.errors import HalocutError
 from compiler.schema import check, shipped_validator
 from passes.cut import compute_nodes
 from passes.halo import Interval, Region
+from passes.slice import check_fc, check_single_output
 
 FORMAT = "halocut-plan/1"
 
@@ -141,14 +142,20 @@ def _check_stage(stage: Stage, where: str, nodes: dict[str, fx.Node]) -> None:
             bad = [u for u in untils[:-1] if u not in stage.nodes]
             if bad:
                 raise HalocutError(f"plan: {where}.tiles[{t}].devices: until '{bad[0]}' is not a layer of this stage")
+            order = [list(nodes).index(u) for u in untils[:-1]]
+            if order != sorted(set(order)) or (order and untils[-2] == last):
+                raise HalocutError(f"plan: {where}.tiles[{t}].devices: until layers must be distinct, in graph "
+                                   f"order, and before the stage's last layer '{last}'")
+        try:
+            check_single_output([nodes[n] for n in sorted(stage.nodes, key=list(nodes).index)])
+        except HalocutError as error:
+            raise HalocutError(f"plan: {where}: {error}") from None
     if stage.kind == "fc":
-        spans = [c.features for c in stage.clusters]
-        position = 0
-        for span in spans:
-            if span[0] != position or span[1] <= span[0]:
-                raise HalocutError(f"plan: {where}.clusters: feature ranges {[list(s) for s in spans]} must be "
-                                   f"non-empty, in order and contiguous from 0")
-            position = span[1]
+        try:
+            check_fc([nodes[n] for n in sorted(stage.nodes, key=list(nodes).index)], stage.mode,
+                     [c.features for c in stage.clusters])
+        except HalocutError as error:
+            raise HalocutError(f"plan: {where}: {error}") from None
 
 
 def _check_tiling(regions: list[Region], shape: tuple[int, ...], where: str) -> None:

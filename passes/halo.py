@@ -156,6 +156,13 @@ def halo_rule(node: fx.Node) -> Rule:
     if layer.kind in WHOLE_INPUT_KINDS:
         raise HalocutError(f"layer '{node.name}' ({layer.kind}) depends on its whole input and ends a "
                            f"spatially splittable region")
+    if layer.kind == "avgpool2d" and layer.attrs.get("divisor_override"):
+        raise HalocutError(f"layer '{node.name}' (avgpool2d): no halo rule for divisor_override")
+    if layer.kind == "pad" and layer.attrs.get("mode", "constant") != "constant":
+        raise HalocutError(f"layer '{node.name}' (pad): no halo rule for mode '{layer.attrs['mode']}'")
+    if layer.kind == "upsample" and layer.attrs.get("by_size"):
+        raise HalocutError(f"layer '{node.name}' (upsample): no halo rule for an output size given as 'size'; "
+                           f"use scale_factor")
     if layer.kind == "conv2d" and layer.attrs.get("padding_mode", "zeros") != "zeros":
         raise HalocutError(f"layer '{node.name}' (conv2d): no halo rule for padding_mode "
                            f"'{layer.attrs['padding_mode']}'")

@@ -76,11 +76,12 @@ def volume_nodes(graph_module: fx.GraphModule, names: list[str]) -> list[fx.Node
 def slice_stage(graph_module: fx.GraphModule, names: list[str], tiles: list[Region]) -> list[TilePart]:
     """One standalone module per tile of the volume ``names`` (run ``annotate_layers`` first)."""
     volume = [n for n in volume_nodes(graph_module, names) if n.op != "get_attr"]
-    _check_single_output(volume)
+    check_single_output(volume)
     return [_tile(graph_module, volume, region) for region in tiles]
 
 
-def _check_single_output(volume: list[fx.Node]) -> None:
+def check_single_output(volume: list[fx.Node]) -> None:
+    """Only a spatial volume's last node may be used outside it (tiles produce only its regions)."""
     members = {n.name for n in volume}
     for node in volume[:-1]:
         escaping = [u.name for u in node.users if u.name not in members]
@@ -142,22 +143,23 @@ class _TileBuilder:
                 inside.rows[0] - wanted.rows[0], wanted.rows[1] - inside.rows[1])
         fill = float("-inf") if layer.kind == "maxpool2d" else layer.attrs.get("value", 0.0)
         if inside.is_empty():
-            x = self.graph.call_function(torch.full, ((shape[0], shape[1], wanted.height, wanted.width), fill))
+            x = self._call(torch.full, ((shape[0], shape[1], wanted.height, wanted.width), fill), {},
+                           f"{node.name}__window")
         elif any(pads):
-            x = self.graph.call_function(F.pad, (self.crop(source, inside), pads), {"value": fill})
+            x = self._call(F.pad, (self.crop(source, inside), pads), {"value": fill}, f"{node.name}__pad")
         else:
             x = self.crop(source, inside)
         a = layer.attrs
-        if layer.kind == "pad":
-            return self._call(operator.mul, (x, 1.0), {}, node.name) if x.op == "placeholder" else x
+        if layer.kind == "pad":  # the crop-and-pad is the layer: name its result after it
+            return self._call(operator.getitem, (x, (slice(None),) * 4), {}, node.name)
         if layer.kind == "conv2d":
             weight, bias = _weights(self, node)
             return self._call(F.conv2d, (x, weight, bias, a["stride"], 0, a["dilation"], a["groups"]), {}, node.name)
         if layer.kind == "maxpool2d":
             return self._call(F.max_pool2d, (x, a["kernel"], a["stride"], 0, a["dilation"]), {}, node.name)
         # windows lie wholly inside the padded crop: the mean times the window size is the sum
-        mean = self.graph.call_function(F.avg_pool2d, (x, a["kernel"], a["stride"], 0))
-        summed = self.graph.call_function(operator.mul, (mean, float(a["kernel"][0] * a["kernel"][1])))
+        mean = self._call(F.avg_pool2d, (x, a["kernel"], a["stride"], 0), {}, f"{node.name}__mean")
+        summed = self._call(operator.mul, (mean, float(a["kernel"][0] * a["kernel"][1])), {}, f"{node.name}__sum")
         divisor = self.attr(f"{node.name}_divisor", _avg_divisor(layer, shape, self.needs[node.name]))
         return self._call(operator.truediv, (summed, divisor), {}, node.name)
 
@@ -250,19 +252,11 @@ def slice_fc(graph_module: fx.GraphModule, names: list[str], mode: str, features
     features, which are the second one's input features.
     """
     nodes = [n for n in volume_nodes(graph_module, names) if n.op != "get_attr"]
+    check_fc(nodes, mode, features)
     kinds = [n.meta["layer"].kind for n in nodes]
     linears = [i for i, k in enumerate(kinds) if k == "linear"]
-    odd = [n.name for n, k in zip(nodes, kinds) if k not in _POINTWISE_KINDS and k != "linear"]
-    expected = 2 if mode == "hybrid" else 1
-    if mode not in ("model", "data", "hybrid"):
-        raise HalocutError(f"fc mode '{mode}': expected one of model, data, hybrid")
-    if odd or len(linears) != expected or linears[0] != 0:
-        raise HalocutError(f"fc stage {names}: mode '{mode}' takes {expected} linear layer(s) first and only "
-                           f"pointwise ops besides; got kinds {kinds}")
     first = nodes[0]
     (source,) = tensor_inputs(first)
-    width = first.meta["layer"].attrs["out_features" if mode != "data" else "in_features"]
-    _check_cover(features, width, f"fc stage '{first.name}' ({mode} mode)")
     inner = nodes[1:linears[1]] if mode == "hybrid" else []
     last_linear = nodes[linears[-1]]
     tail = nodes[linears[-1] + 1:]
@@ -273,6 +267,27 @@ def slice_fc(graph_module: fx.GraphModule, names: list[str], mode: str, features
     merge = _fc_merge(graph_module, mode, last_linear, tail, len(features))
     inputs = tuple((f if mode == "data" else None) for f in features)
     return FcPart(tuple(clusters), inputs, merge, source.name, nodes[-1].name)
+
+
+def check_fc(nodes: list[fx.Node], mode: str, features: list[Interval]) -> None:
+    """An fc stage's layers fit its mode, it reads one tensor, and its feature ranges cover the split width."""
+    names = [n.name for n in nodes]
+    if mode not in ("model", "data", "hybrid"):
+        raise HalocutError(f"fc mode '{mode}': expected one of model, data, hybrid")
+    kinds = [n.meta["layer"].kind for n in nodes]
+    linears = [i for i, k in enumerate(kinds) if k == "linear"]
+    odd = [n.name for n, k in zip(nodes, kinds) if k not in _POINTWISE_KINDS and k != "linear"]
+    expected = 2 if mode == "hybrid" else 1
+    if odd or len(linears) != expected or linears[0] != 0:
+        raise HalocutError(f"fc stage {names}: mode '{mode}' takes {expected} linear layer(s) first and only "
+                           f"pointwise ops besides; got kinds {kinds}")
+    members = set(names)
+    outside = {s.name for n in nodes for s in tensor_inputs(n) if s.name not in members}
+    if len(outside) != 1:
+        raise HalocutError(f"fc stage {names} must read exactly one tensor from outside, reads {sorted(outside)}")
+    first = nodes[0]
+    width = first.meta["layer"].attrs["out_features" if mode != "data" else "in_features"]
+    _check_cover(features, width, f"fc stage '{first.name}' ({mode} mode)")
 
 
 def _check_cover(ranges: list[Interval], width: int, what: str) -> None:

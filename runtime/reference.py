@@ -81,7 +81,8 @@ def _run_tiles(index: int, stage: LoweredStage, values: dict, shapes: dict, call
 
 
 def _crop(value: torch.Tensor, region) -> torch.Tensor:
-    return value[:, :, region.rows[0]:region.rows[1], region.cols[0]:region.cols[1]]
+    """A tile's own copy of its input region: in-place ops in a tile must not reach its neighbours' halos."""
+    return value[:, :, region.rows[0]:region.rows[1], region.cols[0]:region.cols[1]].clone()
 
 
 def _run_fc(index: int, stage: LoweredStage, values: dict, call: Call) -> torch.Tensor:

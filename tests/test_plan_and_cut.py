@@ -150,3 +150,53 @@ def test_fc_modes_match_the_unsplit_layers():
         part = slice_fc(gm, ["_0"], mode, spans)
         inputs = [x if s is None else x[..., s[0]:s[1]] for s in part.input_features]
         torch.testing.assert_close(part.merge(*(c(i) for c, i in zip(part.clusters, inputs))), first)
+
+
+def test_plans_the_simulator_would_misread_are_refused(vgg):
+    from compiler.plan import Cluster, Hop, Stage, Tile
+
+    order = names(vgg)
+    head = order[:order.index("features_2") + 1]
+    rest = tuple(order[len(head):])
+
+    def stage_plan(first, *others):
+        return Plan("vgg11", (1, 3, 32, 32), (first, *others))
+
+    tiles = (Tile(Region((0, 16), (0, 16)), (Hop("d0", "features_2"), Hop("d1"))),)
+    with pytest.raises(HalocutError, match="until layers must be distinct, in graph order, and before"):
+        stage_plan(Stage("spatial", tuple(head), tiles=tiles), Stage("single", rest, "d0")).validate(vgg)
+    tiles = (Tile(Region((0, 16), (0, 16)), (Hop("d0", "features_1"), Hop("d1", "features_0"), Hop("d0"))),)
+    with pytest.raises(HalocutError, match="until layers must be distinct, in graph order"):
+        stage_plan(Stage("spatial", tuple(head), tiles=tiles), Stage("single", rest, "d0")).validate(vgg)
+    fc_start = order.index("classifier_0")
+    short = Stage("fc", ("classifier_0",), mode="model", clusters=(Cluster((0, 2), "d0"),))
+    with pytest.raises(HalocutError, match=r"stages\[1\]: .*cover 0..2, not 0..4096"):
+        stage_plan(Stage("single", tuple(order[:fc_start]), "d0"), short,
+                   Stage("single", tuple(order[fc_start + 1:]), "d0")).validate(vgg)
+    escaping = Stage("spatial", tuple(order[:2]), tiles=(Tile(Region((0, 32), (0, 32)), (Hop("d0"),)),))
+    graph = analysed("resnet18", (1, 3, 32, 32))
+    r18 = names(graph)
+    with pytest.raises(HalocutError, match="'maxpool' inside the spatial volume is also used by"):
+        Plan("r", (1, 3, 32, 32), (Stage("spatial", tuple(r18[:5]), tiles=(Tile(Region((0, 8), (0, 8)), (Hop("d0"),)),)),
+                                   Stage("single", tuple(r18[5:]), "d0"))).validate(graph)
+    assert escaping.kind == "spatial"
+
+
+def test_ops_without_a_correct_halo_rule_are_refused():
+    import torch.nn.functional as F
+    from torch import nn
+
+    from passes.halo import compute_halos
+
+    class Reflect(nn.Module):
+        def forward(self, x):
+            return F.pad(x, (1, 1, 1, 1), mode="reflect")
+
+    cases = [(nn.AvgPool2d(2, divisor_override=1), "divisor_override"), (Reflect(), "mode 'reflect'"),
+             (nn.Upsample(size=(16, 16)), "output size given as 'size'")]
+    for module, message in cases:
+        gm = analysed(nn.Sequential(nn.Conv2d(1, 1, 1), module), (1, 1, 8, 8))
+        nodes = [n for n in gm.graph.nodes if n.op.startswith("call")]
+        height, width = nodes[-1].meta["tensor_meta"].shape[-2:]
+        with pytest.raises(HalocutError, match=message):
+            compute_halos(nodes, Region((0, 1), (0, width)))

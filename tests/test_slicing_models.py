@@ -139,3 +139,32 @@ def test_plans_on_the_batchnorm_folded_graph(model, shape, make):
                     for kind, last, arg in segments]
         p = plan(folded, model, shape, segments)
         verify_plan(folded, p, original=loaded.module)
+
+
+def test_inplace_activations_inside_tiles_do_not_touch_neighbouring_halos():
+    from torch import nn
+
+    gm = analysed(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.LeakyReLU(0.1, inplace=True),
+                                nn.Conv2d(4, 4, 3, padding=1), nn.Hardswish(inplace=True)), (1, 3, 16, 16))
+    order = names(gm)
+    # a volume that starts at the in-place activation reads crops of the conv's output
+    p = plan(gm, "m", (1, 3, 16, 16), [("single", order[0], 0), ("spatial", None, row_tiles(16, 16, [5, 9]))])
+    verify_plan(gm, p)
+
+
+def test_chains_can_stop_at_pads_and_functional_average_pools():
+    import torch.nn.functional as F
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            return self.conv(F.avg_pool2d(F.pad(x, (1, 1, 1, 1)), 3, 1, 1))
+
+    gm = analysed(Net(), (1, 3, 12, 12))
+    for until in ("pad", "avg_pool2d"):
+        p = plan(gm, "m", (1, 3, 12, 12), [("spatial", None, (grid_tiles(12, 12, [5], [6]), [until]))])
+        verify_plan(gm, p)
