@@ -142,10 +142,13 @@ def _origin(c, name: str, input_name: str, sources: dict) -> list[dict]:
     devices = {n: d for n, (_, d) in c.parts.items()}
     if rest and rest[0].startswith("t"):
         tile, hop = int(rest[0][1:]), int(rest[1][1:])
-        if hop > 0:
-            previous = part_name(stage, tile, hop - 1)
-            return [{"device": devices[previous], "part": previous, "output": input_name, "region": None}]
-        wanted = dict(lowered.tiles[tile].part.inputs)[input_name]
+        lowered_tile = lowered.tiles[tile]
+        outside = dict(lowered_tile.part.inputs)
+        if input_name not in outside:  # made by an earlier hop of this tile's chain
+            maker = next(k for k in range(hop) if input_name in lowered_tile.hops[k].outputs)
+            name = part_name(stage, tile, maker)
+            return [{"device": devices[name], "part": name, "output": input_name, "region": None}]
+        wanted = outside[input_name]
         return [dict(source, region=_overlap(source["region"], wanted)) for source in sources[input_name]
                 if _overlap(source["region"], wanted) is not None]
     if rest and rest[0] == "merge":

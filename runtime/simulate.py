@@ -239,24 +239,27 @@ class _Simulation:
         volume = sorted((self.nodes[n] for n in stage.nodes), key=lambda n: self.order[n.name])
         last = volume[-1]
         pieces = []
+        members = {n.name for n in volume}
         for t, tile in enumerate(stage.tiles):
             needs = compute_halos(volume, tile.region)
             hops = _split_hops(volume, [h.until for h in tile.devices])
-            previous: _Item | None = None
+            hop_of = {n.name: h for h, nodes in enumerate(hops) for n in nodes}
+            tasks: list[_Item] = []
             for h, (hop, nodes) in enumerate(zip(tile.devices, hops)):
                 device = self.topology.device(hop.device)
                 task = self._new(request, "compute", part_name(index, t, h),
                                  device=device.name, duration_s=self.cost.nodes_latency(device, nodes, needs))
-                if previous is None:
-                    for source in self._inputs_of([n.name for n in volume]):
-                        if not needs[source].is_empty():
-                            self._gather(request, task, values[source], needs[source], source)
-                else:
-                    crossing = _crossing_bytes(hops[:h], nodes, needs)  # forwarded along the chain
-                    self._gather(request, task, [Piece(previous.device, previous.id, None, crossing)], None,
-                                 f"tile {t} hop {h}")
-                previous = task
-            pieces.append(Piece(previous.device, previous.id, tile.region, _bytes(last, tile.region)))
+                read = list(dict.fromkeys(s.name for n in nodes for s in n.all_input_nodes if s.op != "get_attr"))
+                for source in read:  # values from outside the volume come from where they were made
+                    if source not in members and not needs[source].is_empty():
+                        self._gather(request, task, values[source], needs[source], source)
+                for source in read:  # values from earlier hops of this tile come from the hop that made them
+                    if source in members and hop_of[source] < h:
+                        maker = tasks[hop_of[source]]
+                        size = _bytes(self.nodes[source], needs[source])
+                        self._gather(request, task, [Piece(maker.device, maker.id, None, size)], None, source)
+                tasks.append(task)
+            pieces.append(Piece(tasks[-1].device, tasks[-1].id, tile.region, _bytes(last, tile.region)))
         values[last.name] = pieces
 
     def _fc(self, request: int, index: int, stage: Stage, values: dict) -> None:
@@ -461,9 +464,3 @@ def _split_hops(volume: list[fx.Node], untils: list[str | None]) -> list[list[fx
             boundaries.pop(0)
     hops.append(current)
     return hops
-
-
-def _crossing_bytes(before: list[list[fx.Node]], after: list[fx.Node], needs: dict[str, Region]) -> float:
-    earlier = {n.name: n for hop in before for n in hop}
-    crossing = {s.name for n in after for s in n.all_input_nodes if s.name in earlier}
-    return sum(_bytes(earlier[name], needs[name]) for name in crossing)

@@ -41,13 +41,19 @@ def check_build(compilation):
                 referenced.update(extra["path"] for extra in artifact.get("extra", []))
     on_disk = {p.relative_to(build).as_posix() for p in build.rglob("*") if p.is_file()}
     assert on_disk == referenced
+    outputs = {(p["name"], o["name"]) for e in manifest["devices"].values() for p in e["parts"] for o in p["outputs"]}
+    for entry in manifest["devices"].values():
+        for part in entry["parts"]:
+            for tensor in part["inputs"]:
+                for source in tensor["from"]:
+                    assert source["part"] is None or (source["part"], source["output"]) in outputs, (part, source)
     assert not list(build.parent.glob(f".{build.name}.partial-*"))
     return manifest
 
 
 def resnet18_segments(graph):
     h, w = shape_of(graph, "layer1_1_relu_1")[-2:]
-    return [("spatial", "layer1_1_relu_1", row_tiles(h, w, [h // 3, h // 2])), ("single", "layer3_1_relu_1", 0),
+    return [("spatial", "layer1_1_relu_1", (row_tiles(h, w, [h // 3, h // 2]), ["layer1_0_relu_1"])), ("single", "layer3_1_relu_1", 0),
             ("single", "flatten", 3), ("fc", None, ("model", [(0, 400), (400, 1000)]))]
 
 

@@ -111,3 +111,25 @@ def test_lower_bound_is_below_every_plan(two_convs):
     assert bound == pytest.approx(2 * CONV / (4 * CONV) + 0.01)
     for plan in [Plan("m", (1, 1, 8, 8), (Stage("single", ("_0", "_1"), device=d),)) for d in ("cam", "srv")]:
         assert simulate(two_convs, plan, topology, requests=1).latency_s >= bound
+
+
+def test_a_later_hop_of_a_chain_receives_the_outside_values_it_reads():
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.c2 = nn.Conv2d(1, 1, 3, padding=1), nn.Conv2d(1, 1, 3, padding=1)
+
+        def forward(self, x):
+            return self.c2(self.c1(x)) + x
+
+    graph = analysed(Residual(), (1, 1, 8, 8))
+    topology = parse_topology({"name": "chain", "devices": [
+        {"name": "cam", "role": "requester", "figures": figures(CONV)},
+        {"name": "a", "role": "device", "figures": figures(CONV)},
+        {"name": "b", "role": "device", "figures": figures(CONV)}],
+        "links": [{"between": ["cam", "a"], "bandwidth": 1e6}, {"between": ["cam", "b"], "bandwidth": 1e6}]})
+    tiles = (Tile(Region((0, 8), (0, 8)), (Hop("a", "c1"), Hop("b"))),)
+    plan = Plan("m", (1, 1, 8, 8), (Stage("spatial", ("c1", "c2", "add"), tiles=tiles),))
+    result = simulate(graph, plan, topology, FlopsOverPeak(), requests=1)
+    # cam--b carries c1's output (relayed from a), x itself (read by the add on b), and the result back
+    assert result.bytes_per_link == {"cam--a": pytest.approx(2 * TENSOR), "cam--b": pytest.approx(3 * TENSOR)}
