@@ -68,4 +68,21 @@ def test_plan_command(halocut_cli, cli_env, tmp_path):
     assert json.loads((tmp_path / "p.json").read_text())["planner"] == "neurosurgeon"
     wrong = subprocess.run([halocut_cli, "plan", "alexnet", "--topology", "examples/topologies/hiertrain.yaml",
                             "--planner", "magic"], cwd=ROOT, capture_output=True, text=True, env=cli_env, timeout=300)
-    assert wrong.returncode == 2 and "planners: deepar, neurosurgeon, offload" in wrong.stderr
+    assert wrong.returncode == 2 and "planners: coedge, deepar, modnn, neurosurgeon, offload" in wrong.stderr
+
+
+def test_layerwise_planners_split_every_splittable_layer_in_proportion():
+    from passes.planning.layerwise import split_rows
+
+    assert split_rows(7, {"a": 1.0, "b": 1.0, "c": 0.0}) == [("a", 0, 4), ("b", 4, 7)]
+    assert sum(b - a for _, a, b in split_rows(13, {"a": 0.3, "b": 0.2, "c": 0.5})) == 13
+    prepared = prepare_model("vgg11", (1, 3, 32, 32))
+    topo = load_topology(ROOT / "examples/topologies/distredge-db.yaml")
+    plan = get_planner("modnn")(prepared.graph, "vgg11", prepared.input_shape, topo, CostModel())
+    first = plan.stages[0]
+    assert first.kind == "spatial" and 1 < len(first.tiles) <= len(topo.compute_devices())
+    peaks = {d.name: d.peak_flops for d in topo.compute_devices()}
+    rows = {t.devices[0].device: t.region.height for t in first.tiles}
+    fastest, slowest = max(peaks, key=peaks.get), min(peaks, key=peaks.get)
+    assert rows[fastest] > rows.get(slowest, 0)
+    assert all(s.kind == "single" for s in plan.stages if s.nodes[0].startswith("classifier"))

@@ -5,7 +5,7 @@ known names when given a wrong one. They decide; slicing and cutting are done
 by ``passes/`` mechanisms afterwards (style.md item 1).
 
 >>> sorted(PLANNERS)
-['deepar', 'neurosurgeon', 'offload']
+['coedge', 'deepar', 'modnn', 'neurosurgeon', 'offload']
 """
 
 from __future__ import annotations
@@ -65,4 +65,4 @@ def plan_model(model: str, topology_path: str, planner: str, input_shape: tuple[
     return PlanResult(plan, simulate(prepared.graph, plan, topology), elapsed)
 
 
-from passes.planning import deepar, neurosurgeon, offload  # noqa: E402,F401  (each registers itself)
+from passes.planning import deepar, layerwise, neurosurgeon, offload  # noqa: E402,F401  (each registers itself)
