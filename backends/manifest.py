@@ -20,7 +20,7 @@ from backends.base import sha256
 from compiler.errors import HalocutError
 from compiler.schema import check, shipped_validator
 from passes.halo import Region
-from runtime.names import part_name
+from runtime.names import parse_part_name, part_name
 
 FORMAT = "halocut-manifest/1"
 PACKAGES = ("halocut", "torch", "torchvision", "onnx", "onnxruntime", "onnx-graphsurgeon", "apache-tvm", "ray")
@@ -43,7 +43,7 @@ def build_manifest(c) -> dict:
             inputs.append({"name": input_name, "shape": list(example.shape), "dtype": _dtype(example),
                            "from": origin})
         parts_by_device[device].append({
-            "name": name, "kind": _kind(name), "predicted_s": predicted.get(name, 0.0),
+            "name": name, "kind": parse_part_name(name).kind, "predicted_s": predicted.get(name, 0.0),
             "artifacts": [_artifact_json(a, c.staging) for a in c.artifacts.get(name, [])],
             "inputs": inputs,
             "outputs": [{"name": n, "shape": list(o.shape), "dtype": _dtype(o)}
@@ -137,25 +137,24 @@ def _producers(c) -> dict[str, list[dict]]:
 
 def _origin(c, name: str, input_name: str, sources: dict) -> list[dict]:
     """Where one input of one part comes from (for a tile: the overlapping pieces, halo included)."""
-    stage, rest = int(name.split("_")[0][1:]), name.split("_")[1:]
-    lowered = c.lowered[stage]
+    part = parse_part_name(name)
+    lowered = c.lowered[part.stage]
     devices = {n: d for n, (_, d) in c.parts.items()}
-    if rest and rest[0].startswith("t"):
-        tile, hop = int(rest[0][1:]), int(rest[1][1:])
-        lowered_tile = lowered.tiles[tile]
+    if part.kind == "tile":
+        lowered_tile = lowered.tiles[part.tile]
         outside = dict(lowered_tile.part.inputs)
         if input_name not in outside:  # made by an earlier hop of this tile's chain
-            maker = next(k for k in range(hop) if input_name in lowered_tile.hops[k].outputs)
-            name = part_name(stage, tile, maker)
+            maker = next(k for k in range(part.hop) if input_name in lowered_tile.hops[k].outputs)
+            name = part_name(part.stage, part.tile, maker)
             return [{"device": devices[name], "part": name, "output": input_name, "region": None}]
         wanted = outside[input_name]
         return [dict(source, region=_overlap(source["region"], wanted)) for source in sources[input_name]
                 if _overlap(source["region"], wanted) is not None]
-    if rest and rest[0] == "merge":
-        cluster = part_name(stage, cluster=int(input_name.removeprefix("part")))
+    if part.kind == "merge":
+        cluster = part_name(part.stage, cluster=int(input_name.removeprefix("part")))
         return [{"device": devices[cluster], "part": cluster, "output": "partial", "region": None}]
-    if rest and rest[0].startswith("c"):
-        span = lowered.fc.input_features[int(rest[0][1:])]
+    if part.kind == "cluster":
+        span = lowered.fc.input_features[part.cluster]
         return [dict(source, features=list(span) if span else None) for source in sources[lowered.fc.input]]
     return sources[input_name]
 
@@ -166,7 +165,7 @@ def _destinations(c, part: str, output: str, consumers: dict[tuple[str, str], li
     (returned,) = [n.args[0] for n in c.graph.graph.nodes if n.op == "output"]
     finals: list[str] = []
     fx.node.map_arg(returned, lambda n: finals.append(n.name))
-    if output in finals and _kind(part) != "cluster":
+    if output in finals and parse_part_name(part).kind != "cluster":
         targets.append({"device": c.topology.requester.name, "part": None})
     return targets
 
@@ -203,13 +202,6 @@ def _topology_json(topology) -> dict:
 def _full(node) -> dict | None:
     shape = tuple(getattr(node.meta.get("tensor_meta"), "shape", ()))
     return Region.full(shape).to_json() if len(shape) == 4 else None
-
-
-def _kind(name: str) -> str:
-    rest = name.split("_")[1:]
-    if not rest:
-        return "stage"
-    return {"t": "tile", "c": "cluster", "m": "merge"}[rest[0][0]]
 
 
 def _input_name(c) -> str:

@@ -5,7 +5,6 @@ import copy
 import functools
 import json
 import logging
-import os
 import shutil
 import struct
 import time

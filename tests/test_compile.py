@@ -1,7 +1,5 @@
 """`halocut compile`: parts per machine for mixed topologies, verified, with a manifest that matches its files."""
 
-import json
-import shutil
 import subprocess
 
 import pytest
