@@ -108,3 +108,21 @@ def test_random_stacks_and_tilings_are_equivalent(stack, data):
             out[:, :, region.rows[0]:region.rows[1], region.cols[0]:region.cols[1]] = part.module(*crops)
     error, allowed = max_error(out, reference)
     assert error <= allowed, (error, tiles)
+
+
+def test_a_pool_window_wholly_in_the_padding_is_minus_infinity_in_tiles_too():
+    """Found by the property test: dilation 2 over a 1x1 map sees only padding; both sides give -inf."""
+    model = nn.Sequential(nn.Conv2d(CHANNELS, CHANNELS, 3, dilation=3),
+                          nn.MaxPool2d(kernel_size=2, stride=1, padding=1, dilation=2))
+    shape = (1, CHANNELS, 7, 7)
+    loaded = load_model(model, shape)
+    annotate_layers(loaded.graph_module, shape)
+    volume = [n.name for n in compute_nodes(loaded.graph_module)]
+    x = torch.randn(shape)
+    (part,) = slice_stage(loaded.graph_module, volume, [Region((0, 1), (0, 1))])
+    with torch.no_grad():
+        reference = loaded.graph_module(x)
+        tile = part.module(*[x for _ in part.inputs])
+    assert torch.isneginf(reference).all() and torch.equal(tile, reference)
+    error, allowed = max_error(tile, reference)
+    assert error == 0.0 and allowed == 1e-4
