@@ -4,8 +4,8 @@ Planners register by name in :data:`PLANNERS`; :func:`get_planner` lists the
 known names when given a wrong one. They decide; slicing and cutting are done
 by ``passes/`` mechanisms afterwards (style.md item 1).
 
->>> sorted(PLANNERS)
-['coedge', 'deepar', 'modnn', 'neurosurgeon', 'offload']
+>>> {'offload', 'neurosurgeon', 'deepar'} <= set(PLANNERS)
+True
 """
 
 from __future__ import annotations
@@ -65,4 +65,13 @@ def plan_model(model: str, topology_path: str, planner: str, input_shape: tuple[
     return PlanResult(plan, simulate(prepared.graph, plan, topology), elapsed)
 
 
-from passes.planning import deepar, layerwise, neurosurgeon, offload  # noqa: E402,F401  (each registers itself)
+def _register_all() -> None:
+    """Import every module of this package: each planner registers itself on import."""
+    import importlib
+    import pkgutil
+
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+
+
+_register_all()
