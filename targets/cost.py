@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+import numpy as np
 from torch import fx
 
 from compiler.ir import LayerInfo
@@ -123,8 +124,12 @@ def region_fraction(layer: LayerInfo, region: Region | None) -> float:
 
 
 def analytic_latency(device: Device, layer: LayerInfo, region: Region | None = None) -> float:
+    return float(analytic_latency_share(device, layer, region_fraction(layer, region)))
+
+
+def analytic_latency_share(device: Device, layer: LayerInfo, share):
+    """The analytic model for a ``share`` of the layer's output; ``share`` may be a numpy array (planners)."""
     efficiency = efficiency_of(device)
-    share = region_fraction(layer, region)
     input_bytes = sum(_numel(s) for s in layer.input_shapes) * 4 * share
     traffic = input_bytes + layer.output_bytes * share + layer.param_bytes
     memory_s = traffic / (device.memory_bandwidth_bytes_per_s * efficiency.memory_fraction)
@@ -135,7 +140,7 @@ def analytic_latency(device: Device, layer: LayerInfo, region: Region | None = N
     eff = efficiency.max * reduction / (reduction + efficiency.reduction_half) * \
         parallel / (parallel + efficiency.parallel_half)
     compute_s = layer.flops * share / (device.peak_flops * eff)
-    return efficiency.layer_overhead_s + max(compute_s, memory_s)
+    return efficiency.layer_overhead_s + np.maximum(compute_s, memory_s)
 
 
 def _reduction_length(layer: LayerInfo) -> float:

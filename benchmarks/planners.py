@@ -1,0 +1,199 @@
+"""Every planner on the papers' settings, scored by the one simulator: latency, throughput, ratio to halocut.
+
+Cases (issue 5): VGG-16 over DistrEdge's DA, DB, DC at 50 and 300 Mbps, NA-ND
+with Nano and with Xavier providers, LA-LD (16 devices); CoopAI's RPi 4 with
+1-10 devices at 100 Mbps and a 40-400 Mbps gateway sweep (10 devices) for
+AlexNet, VGG-16, VGG-19 and YOLOv2; ResNet-50 and MobileNetV2 on DB at
+100 Mbps; MW's end device + edge server for AlexNet, SqueezeNet and YOLOv2 at
+1.1, 2 and 3 MB/s.
+
+    .venv/bin/python benchmarks/planners.py              # every case (long: tens of minutes)
+    .venv/bin/python benchmarks/planners.py --quick      # one case per family
+    .venv/bin/python benchmarks/planners.py --cases vgg16/distredge-la --planners halocut,modnn
+
+Prints one table per case and a summary; writes ``benchmarks/results/planners.csv``
+and ``planners.png`` (each planner's latency over halocut's, per case).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from compiler.prepare import prepare_model  # noqa: E402
+from passes.planning import PLANNERS  # noqa: E402
+from runtime.simulate import lower_bound, simulate  # noqa: E402
+from targets.cost import CostModel  # noqa: E402
+from targets.topology import Topology, catalog_device, load_topology, parse_topology  # noqa: E402
+
+TOPOLOGIES = ROOT / "examples" / "topologies"
+SIZES = {"yolov2": 608}
+BRUTE_FORCE_ONLY_ON = "mw"  # bf is exhaustive: run it on the small two-device cases only
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    model: str
+    topology: Topology
+    label: str
+    family: str
+
+
+def with_bandwidth(topology: Topology, bandwidth_bps: float, name: str) -> Topology:
+    """Every link (and medium) at one bandwidth; Shannon links become fixed-rate."""
+    links = tuple(dataclasses.replace(link, bandwidth_bps=bandwidth_bps) for link in topology.links)
+    media = tuple(dataclasses.replace(m, bandwidth_bps=bandwidth_bps) for m in topology.media)
+    return dataclasses.replace(topology, name=name, links=links, media=media)
+
+
+def with_kind(topology: Topology, kind: str, name: str) -> Topology:
+    """Providers (role device) replaced by catalog devices of ``kind`` with the same names."""
+    devices = tuple(catalog_device(kind, d.name, d.role) if d.role == "device" else d for d in topology.devices)
+    return dataclasses.replace(topology, name=name, devices=devices)
+
+
+def coopai(devices: int, gateway_bps: float) -> Topology:
+    """CoopAI's camera, gateway and ``devices`` identical RPi 4s sharing the gateway bandwidth."""
+    data = yaml.safe_load((TOPOLOGIES / "coopai-rpi4x10.yaml").read_text())
+    keep = {"camera", "gw"} | {f"pi-{i}" for i in range(devices)}
+    data["devices"] = [d for d in data["devices"] if d["name"] in keep]
+    data["links"] = [link for link in data["links"] if set(link["between"]) <= keep]
+    data["media"] = [{**m, "bandwidth": f"{gateway_bps / 1e6:g}Mbps"} for m in data["media"]]
+    data["name"] = f"coopai-rpi4x{devices}@{gateway_bps / 1e6:g}Mbps"
+    return parse_topology(data, data["name"], TOPOLOGIES)
+
+
+def cases() -> list[Case]:
+    found = []
+    for group in ("da", "db", "dc"):
+        base = load_topology(TOPOLOGIES / f"distredge-{group}.yaml")
+        for mbps in (50, 300):
+            found.append(Case("vgg16", with_bandwidth(base, mbps * 1e6, f"{group.upper()}@{mbps}"), "", "distredge"))
+    for group in ("na", "nb", "nc", "nd"):
+        base = load_topology(TOPOLOGIES / f"distredge-{group}.yaml")
+        found.append(Case("vgg16", dataclasses.replace(base, name=f"{group.upper()}-nano"), "", "distredge"))
+        found.append(Case("vgg16", with_kind(base, "jetson-agx-xavier", f"{group.upper()}-xavier"), "", "distredge"))
+    for group in ("la", "lb", "lc", "ld"):
+        base = load_topology(TOPOLOGIES / f"distredge-{group}.yaml")
+        found.append(Case("vgg16", dataclasses.replace(base, name=group.upper()), "", "distredge"))
+    db = load_topology(TOPOLOGIES / "distredge-db.yaml")
+    for model in ("resnet50", "mobilenet_v2"):
+        found.append(Case(model, with_bandwidth(db, 100e6, "DB@100"), "", "distredge"))
+    for model in ("alexnet", "vgg16", "vgg19", "yolov2"):
+        for k in range(1, 11):
+            found.append(Case(model, coopai(k, 100e6), "", "coopai"))
+        for mbps in (40, 100, 200, 300, 400):
+            found.append(Case(model, coopai(10, mbps * 1e6), "", "coopai"))
+    mw = load_topology(TOPOLOGIES / "mw.yaml")
+    for model in ("alexnet", "squeezenet1_1", "yolov2"):
+        for rate in (1.1, 2.0, 3.0):
+            found.append(Case(model, with_bandwidth(mw, rate * 8e6, f"mw@{rate:g}MB/s"), "", "mw"))
+    return [dataclasses.replace(c, label=f"{c.model}/{c.topology.name}") for c in found]
+
+
+QUICK = ("vgg16/DB@50", "vgg16/LB", "vgg16/coopai-rpi4x4@100Mbps", "alexnet/mw@2MB/s", "resnet50/DB@100")
+
+
+def run_case(case: Case, planners: list[str], prepared) -> list[dict]:
+    rows = []
+    bound = lower_bound(prepared.graph, case.topology)
+    for name in planners:
+        if name == "bf" and case.family != BRUTE_FORCE_ONLY_ON:
+            continue
+        start = time.perf_counter()
+        plan = PLANNERS[name](prepared.graph, prepared.name, prepared.input_shape, case.topology, CostModel())
+        planning_s = time.perf_counter() - start
+        result = simulate(prepared.graph, plan, case.topology, requests=8)
+        rows.append({"case": case.label, "model": case.model, "topology": case.topology.name, "planner": name,
+                     "latency_ms": result.latency_s * 1e3, "throughput_ips": result.throughput_ips,
+                     "planning_s": planning_s, "lower_bound_ms": bound * 1e3,
+                     "devices_used": len(plan.devices())})
+    best = {r["planner"]: r["latency_ms"] for r in rows}
+    for row in rows:
+        row["ratio_to_halocut"] = row["latency_ms"] / best["halocut"] if "halocut" in best else float("nan")
+    return rows
+
+
+def print_case(rows: list[dict]) -> None:
+    print(f"\n{rows[0]['case']}  (lower bound {rows[0]['lower_bound_ms']:.1f} ms)")
+    print(f"  {'planner':<14}{'latency ms':>12}{'img/s':>9}{'/halocut':>10}{'plan s':>9}{'devices':>9}")
+    for r in sorted(rows, key=lambda r: r["latency_ms"]):
+        print(f"  {r['planner']:<14}{r['latency_ms']:>12.1f}{r['throughput_ips']:>9.2f}{r['ratio_to_halocut']:>10.2f}"
+              f"{r['planning_s']:>9.3f}{r['devices_used']:>9}")
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    labels = list(dict.fromkeys(r["case"] for r in rows))
+    planners = sorted({r["planner"] for r in rows})
+    ratio = np.full((len(planners), len(labels)), np.nan)
+    for r in rows:
+        ratio[planners.index(r["planner"]), labels.index(r["case"])] = r["ratio_to_halocut"]
+    fig, ax = plt.subplots(figsize=(max(8, 0.32 * len(labels)), 0.4 * len(planners) + 2.5))
+    image = ax.imshow(np.log2(ratio), cmap="RdYlGn_r", vmin=0, vmax=3, aspect="auto")
+    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=6)
+    ax.set_yticks(range(len(planners)), planners)
+    fig.colorbar(image, ax=ax, label="log2(latency / halocut's)")
+    ax.set_title("Simulated latency of each planner relative to halocut (0 = as fast)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one case per family")
+    parser.add_argument("--cases", help="comma-separated case labels (model/topology)")
+    parser.add_argument("--planners", help="comma-separated planner names (default: all)")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="folder for the CSV and plot")
+    args = parser.parse_args(argv)
+    chosen = cases()
+    if args.quick or args.cases:
+        wanted = args.cases.split(",") if args.cases else list(QUICK)
+        chosen = [c for c in chosen if c.label in wanted]
+    planners = args.planners.split(",") if args.planners else sorted(PLANNERS)
+    rows, models = [], {}
+    for case in chosen:
+        if case.model not in models:
+            size = SIZES.get(case.model, 224)
+            models[case.model] = prepare_model(case.model, (1, 3, size, size))
+        case_rows = run_case(case, planners, models[case.model])
+        print_case(case_rows)
+        rows += case_rows
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "planners.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    plot(rows, out / "planners.png")
+    summarize(rows)
+    print(f"\nwrote {out / 'planners.csv'} and {out / 'planners.png'}")
+    return 0
+
+
+def summarize(rows: list[dict]) -> None:
+    print("\nper planner: geometric mean of latency / halocut's, cases where it beats halocut")
+    for name in sorted({r["planner"] for r in rows}):
+        ratios = [r["ratio_to_halocut"] for r in rows if r["planner"] == name]
+        mean = 2 ** (sum(__import__("math").log2(x) for x in ratios) / len(ratios))
+        wins = [r["case"] for r in rows if r["planner"] == name and r["ratio_to_halocut"] < 1 - 1e-9]
+        print(f"  {name:<14}{mean:>8.2f}  {len(ratios):>3} cases  beats halocut on: {', '.join(wins) or 'none'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
