@@ -25,8 +25,9 @@ measured part's median (of one runtime, ``runtime``) is spread over its layers
 in proportion to the analytic cost model's estimate for them (pointwise ops
 fused into the kernel before them get none, as the cost model sums them), so
 the cost model, summing those layers over the same regions, gives back the
-measured latency of every stage (of every tile, unless two tiles need a layer
-at the same height; then their mean). ``parts`` and ``stages`` hold every
+measured latency of every single and spatial stage (of every tile, unless two
+tiles need a layer at the same height; then their mean; the simulator costs fc
+clusters from the catalog-style figures instead). ``parts`` and ``stages`` hold every
 runtime's timings; ``host.load_average`` (1-minute, before and after) says how
 busy the machine was, since other processes' load skews small kernels' timings.
 
@@ -133,8 +134,8 @@ def bench_build(build_dir: str | Path, parts: list[str] | None = None, model: st
 
     Compiling takes a while, so the example is not run::
 
-        result = bench_build("build/r18", repeats=5)
-        result["stages"][0]["ratio"]  # {'tvm': 1.0, 'torch': 1.0}
+        result = bench_build("build/r18", repeats=5)  # resnet18 whole on a Jetson: its ONNX runs here
+        result["stages"][0]["ratio"]  # {'onnxruntime': 1.0}: a single stage is its own unsplit form
     """
     build_dir = Path(build_dir)
     load_before = os.getloadavg()
@@ -149,7 +150,7 @@ def bench_build(build_dir: str | Path, parts: list[str] | None = None, model: st
     rebuilt = rebuild(manifest, build_dir, model)
     jobs = [(name, a) for name in chosen for a in _runnable(entries[name][1], runtimes)]
     stages = sorted({parse_part_name(name).stage for name in chosen})
-    wholes = _unsplit_jobs(rebuilt, jobs)
+    wholes = _unsplit_jobs(jobs)
     with _progress(progress) as bar, tempfile.TemporaryDirectory(prefix="halocut-bench-") as work, \
             _thread_count(threads):
         task = bar.add_task("benchmarking", total=len(jobs) + len(wholes))
@@ -176,10 +177,14 @@ def rebuild(manifest: dict, build_dir: Path, model: str | None = None) -> Rebuil
     try:
         prepared = prepare_model(name, shape)
     except HalocutError as error:
-        raise HalocutError(f"{build_dir}: cannot prepare the build's model '{name}' again ({error}); "
-                           f"name it with --model") from None
+        raise HalocutError(f"{build_dir}: cannot prepare the build's model '{name}' again ({error})"
+                           + _hint(model)) from None
     plan = Plan.from_json(manifest["plan"], f"{build_dir}/manifest.json plan")
-    lowered = lower_plan(prepared.graph, plan)
+    try:
+        lowered = lower_plan(prepared.graph, plan)
+    except HalocutError as error:
+        raise HalocutError(f"{build_dir}: the build's plan does not fit model '{name}' ({error})"
+                           + _hint(model)) from None
     example = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     parts: dict[str, tuple[fx.GraphModule, list[torch.Tensor]]] = {}
 
@@ -191,7 +196,7 @@ def rebuild(manifest: dict, build_dir: Path, model: str | None = None) -> Rebuil
     volumes = _volumes(prepared.graph, plan)
     rebuilt = Rebuilt(prepared.graph, plan, lowered, parts, _record_values(prepared.graph, example),
                       _part_layers(plan, volumes), volumes)
-    _check_matches(manifest, rebuilt, name, build_dir)
+    _check_matches(manifest, rebuilt, name, model, build_dir)
     return rebuilt
 
 
@@ -202,7 +207,7 @@ def write_bench(result: dict, path: str | Path) -> Path:
 
 
 def bench_tables(result: dict) -> list:
-    """Rich tables: every part's timings, then every stage's split against unsplit."""
+    """Rich tables: every part's timings, then every stage's parts against its layers unsplit."""
     from rich.table import Table
 
     parts = Table(title=f"{result['model']}: parts on this machine ({result['host']['processor']})")
@@ -210,22 +215,31 @@ def bench_tables(result: dict) -> list:
         parts.add_column(column, justify="right" if column.endswith(("ms", "GFLOPS")) else "left")
     for part in result["parts"]:
         for runtime, run in part["runs"].items():
-            parts.add_row(part["name"], part["device"], runtime, run["target"], f"{run['median_s'] * 1e3:.3f}",
-                          f"{run['p90_s'] * 1e3:.3f}", _gflops(run["gflops"]))
+            parts.add_row(part["name"], part["device"], runtime, run["target"], _ms(run["median_s"]),
+                          _ms(run["p90_s"]), "-" if run["gflops"] is None else f"{run['gflops']:.2f}")
         if not part["runs"]:
             parts.add_row(part["name"], part["device"], "-", part["note"], "-", "-", "-")
+    host = result["host"]
+    parts.caption = (f"threads: {host['threads'] or 'default'}; load average {host['load_average'][0]:.1f} -> "
+                     f"{host['load_average'][1]:.1f} on {host['cpus']} cpus; profile layers from "
+                     f"{result['runtime'] or 'nothing'}")
     stages = Table(title="stages: parts against the same layers unsplit")
     for column in ("stage", "kind", "runtime", "parts ms", "unsplit ms", "ratio", "FLOPs split/unsplit"):
         stages.add_column(column, justify="left" if column in ("stage", "kind", "runtime") else "right")
     for stage in result["stages"]:
+        flops = f"{stage['split_flops'] / stage['flops']:.3f}" if stage["flops"] else "-"
         for runtime, timing in stage["unsplit"].items():
-            split = stage["split_s"][runtime]
-            stages.add_row(f"s{stage['index']}", stage["kind"], runtime,
-                           f"{split * 1e3:.3f}" if split is not None else "missing " + ", ".join(
-                               stage["missing"][runtime]), f"{timing['median_s'] * 1e3:.3f}",
-                           f"{stage['ratio'][runtime]:.2f}" if stage["ratio"][runtime] is not None else "-",
-                           f"{stage['split_flops'] / stage['flops']:.3f}" if stage["flops"] else "-")
+            split, ratio = stage["split_s"][runtime], stage["ratio"][runtime]
+            missing = f"{len(stage['missing'][runtime])} of {len(stage['parts'])} parts not timed"
+            stages.add_row(f"s{stage['index']}", stage["kind"], runtime, missing if split is None else _ms(split),
+                           _ms(timing["median_s"]), "-" if ratio is None else f"{ratio:.2f}", flops)
+        if not stage["unsplit"]:
+            stages.add_row(f"s{stage['index']}", stage["kind"], "-", "no part timed here", "-", "-", flops)
     return [parts, stages]
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.3f}"
 
 
 # --- the manifest and the rebuilt model
@@ -294,7 +308,7 @@ def _hops(volume: list[fx.Node], untils: list[str | None]) -> list[list[fx.Node]
     return hops
 
 
-def _check_matches(manifest: dict, rebuilt: Rebuilt, name: str, build_dir: Path) -> None:
+def _check_matches(manifest: dict, rebuilt: Rebuilt, name: str, model: str | None, build_dir: Path) -> None:
     for device, entry in manifest["devices"].items():
         for part in entry["parts"]:
             made = rebuilt.parts.get(part["name"])
@@ -302,7 +316,11 @@ def _check_matches(manifest: dict, rebuilt: Rebuilt, name: str, build_dir: Path)
             if shapes != [i["shape"] for i in part["inputs"]]:
                 raise HalocutError(f"{build_dir}: model '{name}' prepared again does not give part "
                                    f"'{part['name']}' its inputs {[i['shape'] for i in part['inputs']]} "
-                                   f"(got {shapes}); name the build's model with --model")
+                                   f"(got {shapes})" + _hint(model))
+
+
+def _hint(model: str | None) -> str:
+    return "; name the build's model with --model" if model is None else ""
 
 
 def _runnable(entry: dict, runtimes: tuple[str, ...]) -> list[Artifact]:
@@ -361,7 +379,7 @@ def _time_parts(build_dir: Path, rebuilt: Rebuilt, jobs: list[tuple[str, Artifac
     return runs
 
 
-def _unsplit_jobs(rebuilt: Rebuilt, jobs: list[tuple[str, Artifact]]) -> dict[tuple[int, str], Target]:
+def _unsplit_jobs(jobs: list[tuple[str, Artifact]]) -> dict[tuple[int, str], Target]:
     """(stage, runtime) -> target, for each runtime that times a part of a stage: the first such part's."""
     targets: dict[tuple[int, str], Target] = {}
     for name, artifact in jobs:
@@ -383,7 +401,7 @@ def _time_unsplit(rebuilt: Rebuilt, wholes: dict[tuple[int, str], Target], runs:
         inputs = [rebuilt.values[n] for n in whole.inputs]
         part = Part(f"s{index}_unsplit", whole.module, tuple(inputs), whole.inputs, whole.outputs)
         module = backend(target.backend)
-        artifact = module.emit(part, Target(target.backend, target.tvm_target), work)
+        artifact = module.emit(part, target, work)
         bar.update(task, description=f"s{index} unsplit ({target.describe()})")
         unsplit[index, runtime] = time_runner(module.load(artifact, work), [x.numpy() for x in inputs], repeats,
                                               warmup)
@@ -450,29 +468,36 @@ def _local_device(figures: dict) -> Device:
 
 
 def _profile_layers(rebuilt: Rebuilt, runs: dict, unsplit: dict, runtime: str, device: Device) -> dict:
-    """Per-layer entries of the profile format, from the stages unsplit and from the tiles' heights."""
+    """Per-layer entries of the profile format: from each stage unsplit, and heights from its tiles."""
     layers: dict[str, dict] = {}
-    points: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for index, volume in enumerate(rebuilt.volumes):
-        if (index, runtime) not in unsplit:
-            continue
-        for node, _, seconds in _attribute([(n, None, 1.0) for n in volume], unsplit[index, runtime], device):
-            layer = node.meta["layer"]
-            layers[node.name] = {"kind": layer.kind, "output_shape": list(layer.output_shape), "flops": layer.flops,
-                                 "latency_s": seconds}
-        if rebuilt.plan.stages[index].kind != "spatial":
-            continue
-        for name, by_runtime in runs.items():
-            if parse_part_name(name).stage == index and runtime in by_runtime:
-                for node, region, seconds in _attribute(rebuilt.layers[name], by_runtime[runtime][1], device):
-                    width_share = region.width / node.meta["layer"].output_shape[-1]
-                    points[node.name][region.height].append(seconds / width_share)
-        for node in volume:
-            if node.name in layers and len(node.meta["layer"].output_shape) == 4:
-                heights = {h: statistics.fmean(v) for h, v in points[node.name].items()}
-                heights.setdefault(node.meta["layer"].output_shape[-2], layers[node.name]["latency_s"])
-                layers[node.name]["heights"] = {str(h): heights[h] for h in sorted(heights)}
+        if (index, runtime) in unsplit:
+            points = _tile_points(rebuilt, runs, index, runtime, device)
+            for node, _, seconds in _attribute([(n, None, 1.0) for n in volume], unsplit[index, runtime], device):
+                layers[node.name] = _layer_entry(node, seconds, points.get(node.name, {}))
     return layers
+
+
+def _tile_points(rebuilt: Rebuilt, runs: dict, index: int, runtime: str, device: Device) -> dict[str, dict]:
+    """Layer -> {height: seconds at full width} from the stage's timed tiles (the mean where tiles share a height)."""
+    points: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for name, by_runtime in runs.items():
+        part = parse_part_name(name)
+        if part.kind == "tile" and part.stage == index and runtime in by_runtime:
+            for node, region, seconds in _attribute(rebuilt.layers[name], by_runtime[runtime][1], device):
+                width_share = region.width / node.meta["layer"].output_shape[-1]
+                points[node.name][region.height].append(seconds / width_share)
+    return {name: {h: statistics.fmean(v) for h, v in by_height.items()} for name, by_height in points.items()}
+
+
+def _layer_entry(node: fx.Node, seconds: float, heights: dict[int, float]) -> dict:
+    """A profile layer: feature maps get heights (the full height from the unsplit run, unless a tile had it)."""
+    layer = node.meta["layer"]
+    entry = {"kind": layer.kind, "output_shape": list(layer.output_shape), "flops": layer.flops, "latency_s": seconds}
+    if len(layer.output_shape) == 4:
+        heights = {layer.output_shape[-2]: seconds, **heights}
+        entry["heights"] = {str(h): heights[h] for h in sorted(heights)}
+    return entry
 
 
 def _attribute(items: Layers, timing: Timing, device: Device) -> list[tuple[fx.Node, Region | None, float]]:
@@ -485,7 +510,3 @@ def _attribute(items: Layers, timing: Timing, device: Device) -> list[tuple[fx.N
         weights = [1.0] * len(costed)
     total = sum(weights)
     return [(n, r, timing.median_s * w / total) for (n, r), w in zip(costed, weights)]
-
-
-def _gflops(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"

@@ -171,3 +171,6 @@ def test_a_model_that_does_not_rebuild_the_build_is_refused(ort_build):
     build, _ = ort_build
     with pytest.raises(HalocutError, match="cannot prepare the build's model 'nosuch.py:f' again"):
         bench_build(build, model="nosuch.py:f", **FAST)
+    expected = r"plan does not fit model 'examples/models/tiny.py:build' \(plan: .* no layer named '_0'\)$"
+    with pytest.raises(HalocutError, match=expected):
+        bench_build(build, model="examples/models/tiny.py:build", **FAST)
