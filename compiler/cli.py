@@ -82,6 +82,20 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--repeats", type=int, default=5)
     profile.add_argument("-o", "--output", required=True, help="profile JSON to write")
     profile.set_defaults(drive=drive_profile)
+
+    bench = commands.add_parser("bench", help="time a build's artifacts on this machine, against their stages unsplit")
+    bench.add_argument("build", help="build directory (with manifest.json)")
+    bench.add_argument("--part", action="append", metavar="NAME", help="only this part (repeatable)")
+    bench.add_argument("--runtimes", help="comma-separated runtimes to use (onnxruntime,tvm,torch; default all)")
+    bench.add_argument("--profile-runtime", help="runtime whose timings fill the profile's layers "
+                                                 "(default: the one that timed the most parts)")
+    bench.add_argument("--model", help="model to prepare the stages from (default: the manifest's model name)")
+    bench.add_argument("--repeats", type=int, default=20, help="timed runs per measurement (default 20)")
+    bench.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
+    bench.add_argument("--threads", type=int, help="torch's and TVM's threads while timing (default: theirs)")
+    bench.add_argument("-o", "--output", help="bench JSON to write (default: BUILD/bench.json)")
+    bench.add_argument("--json", action="store_true", help="print the bench JSON instead of tables")
+    bench.set_defaults(drive=drive_bench)
     return parser
 
 
@@ -139,6 +153,27 @@ def drive_profile(args: argparse.Namespace) -> int:
                             progress=sys.stderr.isatty())
     path = write_profile(profile, args.output)
     print(f"profiled {len(profile['layers'])} layers of {profile['model']} with {args.runtime}: {path}")
+    return 0
+
+
+def drive_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from runtime.bench import bench_build, bench_tables, write_bench
+
+    runtimes = [r.strip() for r in args.runtimes.split(",")] if args.runtimes else None
+    result = bench_build(args.build, args.part, args.model, runtimes, args.profile_runtime, args.repeats,
+                         args.warmup, args.threads, progress=sys.stderr.isatty())
+    path = write_bench(result, args.output or Path(args.build) / "bench.json")
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    for table in bench_tables(result):
+        console.print(table)
+    print(f"bench: {path}")
     return 0
 
 
