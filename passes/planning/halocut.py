@@ -47,6 +47,7 @@ The algorithm, in four steps:
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,8 +87,61 @@ def plan_halocut(graph: fx.GraphModule, model: str, input_shape: tuple[int, ...]
     scored = []
     for i, candidate in enumerate(c for c in candidates if c is not None):
         scored.append((simulate(graph, candidate, topology, cost, requests=1).latency_s, i, candidate))
-    best = min(scored)[2]
+    latency, _, best = min(scored)
+    best = refine(graph, best, topology, cost, latency)
     return Plan(best.model, best.input_shape, best.stages, planner="halocut")
+
+
+def refine(graph: fx.GraphModule, plan: Plan, topology: Topology, cost: CostModel, latency_s: float,
+           budget_s: float = 0.25) -> Plan:
+    """Local search on the simulated timeline: move rows from the tile that ends last to the one that ends first.
+
+    Rows move in halving steps while the simulated latency drops; the time
+    spent is bounded by ``budget_s``.
+    """
+    from runtime.names import part_name
+    from runtime.simulate import simulate
+
+    deadline = time.perf_counter() + budget_s
+    improved = True
+    while improved and time.perf_counter() < deadline:
+        improved = False
+        timeline = simulate(graph, plan, topology, cost, requests=1).timeline
+        ends = {i.label: i.end_s for i in timeline if i.kind == "compute"}
+        for index, stage in enumerate(plan.stages):
+            if stage.kind != "spatial" or len(stage.tiles) < 2 or any(len(t.devices) > 1 for t in stage.tiles) or \
+                    any(t.region.cols != stage.tiles[0].region.cols for t in stage.tiles):
+                continue
+            finish = [ends.get(part_name(index, t), 0.0) for t in range(len(stage.tiles))]
+            late, early = int(np.argmax(finish)), int(np.argmin(finish))
+            rows = [t.region.height for t in stage.tiles]
+            step = max(1, rows[late] // 4)
+            while step >= 1 and time.perf_counter() < deadline:
+                moved = list(rows)
+                moved[late] -= step
+                moved[early] += step
+                candidate = _with_rows(plan, index, moved)
+                trial = simulate(graph, candidate, topology, cost, requests=1).latency_s
+                if trial < latency_s - 1e-12:
+                    plan, latency_s, improved = candidate, trial, True
+                    break
+                step //= 2
+            if improved:
+                break
+    return plan
+
+
+def _with_rows(plan: Plan, index: int, rows: list[int]) -> Plan:
+    """The plan with stage ``index``'s row tiles resized to ``rows`` (tiles given no rows dropped)."""
+    stage = plan.stages[index]
+    tiles, top = [], 0
+    for tile, count in zip(stage.tiles, rows):
+        if count > 0:
+            tiles.append(Tile(Region((top, top + count), tile.region.cols), tile.devices))
+            top += count
+    stages = list(plan.stages)
+    stages[index] = Stage("spatial", stage.nodes, tiles=tuple(tiles))
+    return Plan(plan.model, plan.input_shape, tuple(stages), planner=plan.planner)
 
 
 @dataclass(frozen=True)
