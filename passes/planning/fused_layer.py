@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 
 import numpy as np
 from torch import fx
 
+from compiler.errors import HalocutError
 from compiler.plan import Plan, single_device_plan
 from passes.planning import register
 from passes.planning.cuts import cut_positions, segments_plan
@@ -145,6 +147,8 @@ def brute_force(case: FusedCase, budget: int) -> tuple[float, tuple[int, ...], t
 
     Paths with equal costs are interchangeable, so only distinct orders of them are tried.
     """
+    if math.factorial(len(case.paths)) * len(case.options) ** len(case.paths) > budget * len(case.paths):
+        return float("inf"), (), (), 0  # even with interchangeable paths, too many
     signature = [(p.local_s, p.send_s, p.remote_s, p.back_s) for p in case.paths]
     orders, seen = [], set()
     for order in itertools.permutations(range(len(case.paths))):
@@ -152,10 +156,10 @@ def brute_force(case: FusedCase, budget: int) -> tuple[float, tuple[int, ...], t
         if key not in seen:
             seen.add(key)
             orders.append(order)
-    offloads = np.array(list(itertools.product(case.options, repeat=len(case.paths))), dtype=np.int64)
-    total = len(orders) * len(offloads)
+    total = len(orders) * len(case.options) ** len(case.paths)
     if total > budget:
         return float("inf"), (), (), 0
+    offloads = np.array(list(itertools.product(case.options, repeat=len(case.paths))), dtype=np.int64)
     best = (float("inf"), (), ())
     step = max(1, CHUNK // len(offloads))
     for first in range(0, len(orders), step):
@@ -177,7 +181,7 @@ def plan_bf(graph: fx.GraphModule, model: str, input_shape: tuple[int, ...], top
             plan_no_fused_layers(graph, model, input_shape, topology, cost, "bf")
     cases = sorted(_strategies(graph, topology, cost, ends, max_paths),
                    key=lambda uc: (len(uc[1].options) ** len(uc[1].paths), uc[1].length))
-    best, skipped = None, []
+    best, skipped, offered = None, [], budget
     for units, case in cases:
         found = brute_force(case, budget)
         if not found[3]:
@@ -188,6 +192,8 @@ def plan_bf(graph: fx.GraphModule, model: str, input_shape: tuple[int, ...], top
             best = (*found[:3], units, case)
     if skipped:
         logger.warning("bf: search capped at %d combinations; FL strategies (length x paths) not searched: %s",
-                       BF_BUDGET, ", ".join(skipped))
+                       offered, ", ".join(skipped))
+    if best is None:
+        raise HalocutError(f"bf: a budget of {offered} combinations searches no FL strategy")
     time_s, order, offloads, units, case = best
     return fused_plan(graph, model, input_shape, units, case, order, offloads, ends, "bf")
