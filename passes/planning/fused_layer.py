@@ -56,6 +56,14 @@ def minimizing_waiting(case: FusedCase) -> tuple[tuple[int, ...], tuple[int, ...
 
     Values within :data:`TIE_FRACTION` of the best count as ties (a pooling unit adds next to nothing to a
     path's end-device time, so "the same task completion time" would otherwise never hold).
+
+    >>> from passes.halo import Region
+    >>> from passes.planning.fused_paths import PathCost
+    >>> def path(local_s, send_s):
+    ...     return PathCost(Region((0, 1), (0, 1)), local_s, send_s, (2.0, 0.0), 0.0)
+    >>> case = FusedCase(1, (path((0.0, 3.0), (2.0, 1.0)), path((0.0, 2.0), (3.0, 1.0))), (0, 1), 0.0, 0.0, True)
+    >>> minimizing_waiting(case)  # path 0 sent raw first (done at 2), path 1 computed locally until then
+    ((0, 1), (0, 1))
     """
     paths, options = case.paths, case.options
     every = [(p, k) for p in range(len(paths)) for k in options]

@@ -134,19 +134,20 @@ def fused_case(graph: fx.GraphModule, units: list[list[str]], length: int, count
     height, width = last.meta["layer"].output_shape[-2:]
     end, server = topology.device(ends.end), topology.device(ends.server)
     there, back = topology.route(ends.end, ends.server), topology.route(ends.server, ends.end)
-    rest = [n for n in compute_nodes(graph) if n.name not in {v.name for v in volume}]
-    inputs = [s for s in volume[0].all_input_nodes if s.op != "get_attr"]
+    members = {n.name for n in volume}
+    inputs = list({s.name: s for n in volume for s in n.all_input_nodes
+                   if s.op != "get_attr" and s.name not in members}.values())
+    rest = [n for n in compute_nodes(graph) if n.name not in members]
     paths = []
     for _, top, bottom in split_rows(height, {t: 1.0 for t in range(count)}):
         region = Region((top, bottom), (0, width))
         needs = compute_halos(volume, region)
         on_end = [cost.nodes_latency(end, unit, needs) if ends.local else 0.0 for unit in unit_nodes]
         on_server = [cost.nodes_latency(server, unit, needs) for unit in unit_nodes]
-        crossing_bytes = [sum(_bytes(s, needs[s.name]) for s in inputs)]
-        crossing_bytes += [_bytes(unit[-1], needs[unit[-1].name]) for unit in unit_nodes[:-1]]
-        crossing_bytes += [_bytes(last, region) if rest else 0.0]
-        paths.append(PathCost(region, tuple(float(sum(on_end[:k])) for k in range(length + 1)),
-                              tuple(_send_s(there, b) if b > 0 else 0.0 for b in crossing_bytes),
+        send = [sum(_send_s(there, _bytes(s, needs[s.name])) for s in inputs)]  # one message per input
+        send += [_send_s(there, _bytes(unit[-1], needs[unit[-1].name])) for unit in unit_nodes[:-1]]
+        send += [_send_s(there, _bytes(last, region)) if rest else 0.0]
+        paths.append(PathCost(region, tuple(float(sum(on_end[:k])) for k in range(length + 1)), tuple(send),
                               tuple(float(sum(on_server[k:])) for k in range(length + 1)),
                               0.0 if rest else _send_s(back, _bytes(last, region))))
     outputs = [n for n in graph.graph.nodes if n.op == "output"][0].all_input_nodes
@@ -156,8 +157,8 @@ def fused_case(graph: fx.GraphModule, units: list[list[str]], length: int, count
 
 
 def _send_s(route: list[Link], size_bytes: float) -> float:
-    """One message alone along a route, stored and forwarded at every hop."""
-    return sum(link.transfer_s(size_bytes) for link in route)
+    """One message alone along a route, stored and forwarded at every hop (none when it is empty)."""
+    return sum(link.transfer_s(size_bytes) for link in route) if size_bytes > 0 else 0.0
 
 
 def _bytes(node: fx.Node, region: Region | None = None) -> float:
