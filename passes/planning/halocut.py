@@ -60,6 +60,7 @@ from passes.cut import compute_nodes
 from passes.halo import Region
 from passes.planning import PLANNERS, register
 from passes.planning.cuts import crossing
+from passes.planning.pipeline import pipeline_plans
 from passes.planning.layerwise import _splittable, layer_groups
 from passes.planning.volume_cost import (VolumeTables, device_key, height, min_max_split, row_bytes,
                                           tensor_bytes)
@@ -67,7 +68,7 @@ from passes.slice import check_single_output
 from targets.cost import CostModel, _fusable
 from targets.topology import Device, Topology
 
-SAFETY_NET = ("offload", "deepar", "mls", "mw", "aofl", "deeperthings", "deepthings")
+SAFETY_NET = ("offload", "deepar", "mls", "aofl", "deeperthings", "deepthings")
 SPREAD = "*spread*"
 
 
@@ -81,6 +82,7 @@ def plan_halocut(graph: fx.GraphModule, model: str, input_shape: tuple[int, ...]
         raise HalocutError(f"halocut: topology '{topology.name}' has no device that computes")
     search = _Search(graph, topology, devices, cost)
     candidates = [search.plan(model, input_shape, variant) for variant in ("all", "gathered", "stages")]
+    candidates += pipeline_plans(search, model, input_shape)
     for name in SAFETY_NET:
         if name in PLANNERS:
             candidates.append(PLANNERS[name](graph, model, input_shape, topology, cost))
