@@ -112,7 +112,7 @@ class Blocks:
         linears = [n for u in range(i, j + 1) for n in self.units[u].nodes if n.meta["layer"].kind == "linear"]
         worst = 0.0
         for t, (a, b) in enumerate(spans):
-            share = (b - a) / (spans[-1][1])
+            share = (b - a) / spans[-1][1]
             compute = sum(self.cost.latency(self.devices[t], n.meta["layer"]) for n in linears) * share  # as simulated
             sent = value_bytes(source) * (share if mode == "data" else 1.0) + \
                 value_bytes(last) * (share if mode == "model" else 1.0)
