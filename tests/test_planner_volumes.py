@@ -70,7 +70,7 @@ def test_fused_plans_reproduce_the_model(models, name, model, topo):
 
 def test_grids_are_as_square_as_the_device_count_allows():
     assert [grid_shape(n) for n in (1, 2, 4, 5, 6, 16)] == [(1, 1), (2, 1), (2, 2), (5, 1), (3, 2), (4, 4)]
-    assert even_spans(7, 4) == [(0, 1), (1, 3), (3, 5), (5, 7)]
+    assert even_spans(7, 4) == [(0, 2), (2, 4), (4, 6), (6, 7)]
     cells = equal_grid(3, 3, [f"d{i}" for i in range(16)])  # a 4x4 grid does not fit 3x3: one cell per position
     assert len(cells) == 9 and [d for _, d in cells] == [f"d{i}" for i in range(9)]
 

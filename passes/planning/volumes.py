@@ -12,7 +12,7 @@ lists ``(region, device)`` pairs covering the volume's last output.
 >>> [(len(s.groups), s.splittable) for s in segments(graph)]
 [(4, True), (4, False)]
 >>> grid_shape(6), even_spans(10, 3)
-((3, 2), [(0, 3), (3, 6), (6, 10)])
+((3, 2), [(0, 4), (4, 7), (7, 10)])
 """
 
 from __future__ import annotations
@@ -74,15 +74,17 @@ def boundaries(graph: fx.GraphModule, segment: Segment) -> list[int]:
 
 
 def providers(topology: Topology) -> list[Device]:
-    """The devices that compute tiles: every computing device but the requester, or the requester alone.
+    """The devices that compute tiles, fastest first: every computing device but the requester, or it alone.
 
-    DistrEdge's service requester only sends the input and collects the result (paper 003, Sec. VI (2)).
+    DistrEdge's service requester only sends the input and collects the result
+    (paper 003, Sec. VI (2)). Fastest first: where an equal grid cannot be exactly
+    equal, the extra row or column goes to the fastest devices.
     """
     computing = topology.compute_devices()
     if not computing:
         raise HalocutError(f"topology '{topology.name}' has no device that computes")
     others = [d for d in computing if d.name != topology.requester.name]
-    return others or computing
+    return sorted(others or computing, key=lambda d: -d.peak_flops)
 
 
 def grid_shape(count: int) -> tuple[int, int]:
@@ -92,8 +94,8 @@ def grid_shape(count: int) -> tuple[int, int]:
 
 
 def even_spans(length: int, parts: int) -> list[tuple[int, int]]:
-    """``[0, length)`` in ``parts`` near-equal consecutive spans (``parts <= length``)."""
-    edges = [i * length // parts for i in range(parts + 1)]
+    """``[0, length)`` in ``parts`` near-equal consecutive spans, the longer ones first (``parts <= length``)."""
+    edges = [-(-i * length // parts) for i in range(parts + 1)]
     return list(zip(edges, edges[1:]))
 
 
@@ -101,7 +103,7 @@ def equal_grid(height: int, width: int, devices: list[str]) -> Tiling:
     """An equal grid, one cell per device in row-major order; fewer cells if the map is smaller than the grid.
 
     >>> [(r.rows, r.cols, d) for r, d in equal_grid(5, 4, ["a", "b", "c", "d"])]
-    [((0, 2), (0, 2), 'a'), ((0, 2), (2, 4), 'b'), ((2, 5), (0, 2), 'c'), ((2, 5), (2, 4), 'd')]
+    [((0, 3), (0, 2), 'a'), ((0, 3), (2, 4), 'b'), ((3, 5), (0, 2), 'c'), ((3, 5), (2, 4), 'd')]
     """
     rows, columns = grid_shape(len(devices))
     cells = [Region(r, c) for r in even_spans(height, min(rows, height))
