@@ -155,7 +155,7 @@ class LinearModel:
         self._routes: dict[tuple[str, str], tuple[float, float]] = {}
 
     def transfer_s(self, source: str, target: str, size_bytes: float) -> float:
-        """:func:`volume_search.transfer_s`, the route looked up once per pair."""
+        """Seconds to send ``size_bytes`` alone: the route's latencies, then its slowest link's rate."""
         if source == target:
             return 0.0
         if (source, target) not in self._routes:
@@ -187,6 +187,7 @@ class LinearModel:
         return max(busy.values(), default=0.0)
 
     def seconds(self, nodes: list[fx.Node], device: str) -> float:
+        """Seconds for ``nodes`` whole on ``device``: their FLOPs over its capability."""
         return sum(n.meta["layer"].flops for n in nodes) / self.capability[device]
 
 
@@ -197,12 +198,13 @@ def _full(node: fx.Node) -> Region:
 @register("aofl")
 def plan_aofl(graph: fx.GraphModule, model: str, input_shape: tuple[int, ...], topology: Topology,
               cost: CostModel) -> Plan:
+    """The degree of parallelism k = 1..n over the providers ranked by rows per second on all splittable layers."""
     linear = LinearModel(graph, topology, cost)
     whole = [n for s in segments(graph) if s.splittable for n in s.nodes()]
     pool = [d.name for d in providers(topology)]
     ranked = sorted(pool, key=lambda d: -linear.row_weight(d, whole)) if whole else pool
     best: tuple[float, Plan] | None = None
-    for count in range(1, len(ranked) + 1):
+    for count in range(1, len(ranked) + 1 if whole else 2):
         chosen = ranked[:count]
 
         def tiling_of(nodes: list[fx.Node], chosen=chosen) -> Tiling:
