@@ -55,20 +55,32 @@ import numpy as np
 from torch import fx
 
 from compiler.errors import HalocutError
-from compiler.plan import Hop, Plan, Stage, Tile
+from compiler.plan import Cluster, Hop, Plan, Stage, Tile
 from passes.cut import compute_nodes
 from passes.halo import Region
 from passes.planning import PLANNERS, register
 from passes.planning.cuts import crossing
 from passes.planning.pipeline import pipeline_plans
-from passes.planning.layerwise import _splittable, layer_groups
+from passes.planning.layerwise import _splittable, layer_groups, split_rows
 from passes.planning.volume_cost import (VolumeTables, device_key, height, min_max_split, row_bytes,
                                           tensor_bytes)
-from passes.slice import check_single_output
+from passes.slice import check_fc, check_single_output
 from targets.cost import CostModel, _fusable
 from targets.topology import Device, Topology
 
-SAFETY_NET = ("offload", "deepar", "mls", "aofl", "deeperthings", "deepthings")
+def _identical_providers(topology: Topology) -> bool:
+    providers = [d for d in topology.compute_devices() if d.role != "requester"]
+    return len({device_key(d) for d in providers}) == 1
+
+
+def _two_devices(topology: Topology) -> bool:
+    return len(topology.compute_devices()) == 2
+
+
+# The safety net: the papers' planners whose plan families the DP does not search, each where its own paper's
+# assumption holds (MLS: identical devices; MW and its brute force: one end device and one server).
+SAFETY_NET = (("offload", lambda t: True), ("deepar", lambda t: True), ("deepthings", lambda t: True),
+              ("mls", _identical_providers), ("mw", _two_devices), ("bf", _two_devices))
 SPREAD = "*spread*"
 
 
@@ -83,8 +95,9 @@ def plan_halocut(graph: fx.GraphModule, model: str, input_shape: tuple[int, ...]
     search = _Search(graph, topology, devices, cost)
     candidates = [search.plan(model, input_shape, variant) for variant in ("all", "gathered", "stages")]
     candidates += pipeline_plans(search, model, input_shape)
-    for name in SAFETY_NET:
-        if name in PLANNERS:
+    candidates += aligned_plans(search, model, input_shape)
+    for name, applies in SAFETY_NET:
+        if name in PLANNERS and applies(topology):
             candidates.append(PLANNERS[name](graph, model, input_shape, topology, cost))
     scored = []
     for i, candidate in enumerate(c for c in candidates if c is not None):
@@ -92,6 +105,48 @@ def plan_halocut(graph: fx.GraphModule, model: str, input_shape: tuple[int, ...]
     latency, _, best = min(scored)
     best = refine(graph, best, topology, cost, latency)
     return Plan(best.model, best.input_shape, best.stages, planner="halocut")
+
+
+def aligned_plans(search: _Search, model: str, input_shape: tuple[int, ...], keep: int = 4) -> list[Plan]:
+    """DP plans whose volumes all keep one layout: the k fastest devices, rows in proportion to their speed.
+
+    One layout means a device's tile of the next volume overlaps its tile of
+    this one, so only halos move between volumes (MLS's prefetching, with
+    heterogeneous shares). Identical devices also get a 2-D grid version.
+    """
+    whole = len(search.nodes)
+    ranked = sorted(search.devices, key=lambda d: search.single(0, whole, d) + search.link(search.requester, d.name)[0])
+    priced = []
+    providers = [d for d in ranked if d.name != search.requester]
+    for pool in (ranked, providers) if len(providers) < len(ranked) else (ranked,):
+        for k in sorted({1, 2, 3, 4, 6, 8, 12, 16, len(pool)} & set(range(1, len(pool) + 1))):
+            split = tuple((d.name, 1.0 / max(search.single(0, whole, d), 1e-12)) for d in pool[:k])
+            plan = search.plan(model, input_shape, "aligned", split)
+            if plan is not None:
+                priced.append((search.estimate, len(priced), plan))
+    chosen = [plan for _, _, plan in sorted(priced)[:keep]]
+    return chosen + [g for g in (_as_grid(search, p) for p in chosen) if g is not None]
+
+
+def _as_grid(search: _Search, plan: Plan) -> Plan | None:
+    """The plan with each spatial stage over identical devices tiled as a near-square grid, same device order."""
+    from passes.planning.coopai_units import grid_regions
+
+    stages, changed = [], False
+    for stage in plan.stages:
+        devices = [t.devices[0].device for t in stage.tiles]
+        keys = {device_key(search.by_name[d]) for d in devices}
+        if stage.kind != "spatial" or len(devices) < 4 or len(keys) != 1:
+            stages.append(stage)
+            continue
+        shape = tuple(search.graph_node(stage.nodes[-1]).meta["tensor_meta"].shape)
+        regions = grid_regions(shape[2], shape[3], len(devices))
+        if regions is None:
+            stages.append(stage)
+            continue
+        stages.append(Stage("spatial", stage.nodes, tiles=tuple(Tile(r, (Hop(d),)) for r, d in zip(regions, devices))))
+        changed = True
+    return Plan(plan.model, plan.input_shape, tuple(stages), planner=plan.planner) if changed else None
 
 
 def refine(graph: fx.GraphModule, plan: Plan, topology: Topology, cost: CostModel, latency_s: float,
@@ -153,6 +208,7 @@ class _Step:
     holder: str  # where the segment's output lies afterwards: a device, or SPREAD
     device: str | None = None  # single-device segment
     rows: tuple[tuple[str, int], ...] = ()  # volume: rows per device, in tile order
+    clusters: tuple[tuple[str, int, int], ...] = ()  # fc: (device, first feature, end feature)
 
 
 class _Search:
@@ -163,7 +219,7 @@ class _Search:
         self.nodes = compute_nodes(graph)
         self.index = {n.name: i for i, n in enumerate(self.nodes)}
         starts = [self.index[g[0].name] for g in layer_groups(graph)]
-        self.positions = [p for p in starts if p == 0 or crossing(graph, p) <= 1] + [len(self.nodes)]
+        self.positions = [p for p in starts if p == 0 or crossing(graph, p) <= 2] + [len(self.nodes)]
         self.tables = VolumeTables(self.nodes, devices, cost)
         everything = set(self.index)
         self.prefix: dict[tuple, list[float]] = {}
@@ -178,6 +234,9 @@ class _Search:
         self.links: dict[tuple[str, str], tuple[float, float]] = {}
         self.crossings: dict[int, float] = {}
         self.splittable: dict[tuple[int, int], bool] = {}
+        self.flow_cache: dict[tuple[int, int], tuple] = {}
+        self.compute_cache: dict[tuple, np.ndarray] = {}
+        self.by_name = {d.name: d for d in devices}
 
     # --- prices
 
@@ -225,31 +284,90 @@ class _Search:
         return self.volumes[key]
 
     def _volume(self, volume: list[fx.Node], entry: str, gathered: bool) -> tuple[float, tuple]:
-        needs = self.tables.needs(volume)
-        members = {n.name for n in volume}
-        outside = [s for s in needs if s not in members]
-        n_out = needs[volume[-1].name]
-        in_bytes = sum(needs[s] * row_bytes(self.graph_node(s)) for s in outside)
-        if entry == SPREAD:  # a device already holds about its own share of rows: halos only
-            own = sum(n_out * (height(self.graph_node(s)) / height(volume[-1])) * row_bytes(self.graph_node(s))
-                      for s in outside)
-            in_bytes = (in_bytes - own).clip(min=0)
-        out_bytes = n_out * row_bytes(volume[-1])
-        times, compute = {}, {}
-        for device in self.devices:
-            key = device_key(device)
-            if key not in compute:
-                compute[key] = self.tables.compute_s(volume, needs, key)
-            total = compute[key]
-            fixed, per_byte = self.link(self.requester, device.name)
-            if device.name != self.requester or entry == SPREAD:
-                fixed, per_byte = (fixed, per_byte) if device.name != self.requester else self.nearest()
-                total = total + (fixed + in_bytes * per_byte) * (n_out > 0)
-            if gathered and device.name != self.requester:
-                total = total + (fixed + out_bytes * per_byte) * (n_out > 0)
-            times[device.name] = total
+        start, end = self.index[volume[0].name], self.index[volume[-1].name] + 1
+        times = {d.name: self.device_time(start, end, d, entry, gathered) for d in self.devices}
         finish, rows = min_max_split(times, height(volume[-1]))
         return finish, tuple((d.name, rows[d.name]) for d in self.devices if rows.get(d.name))
+
+    def aligned(self, start: int, end: int, entry: str, gathered: bool, split: tuple) -> tuple[float, tuple]:
+        """A volume split by fixed weights ``split`` ((device, weight), ...): every volume keeps one layout."""
+        total = height(self.nodes[end - 1])
+        spans = split_rows(total, dict(split))
+        finish = max(self.device_time(start, end, self.by_name[d], entry, gathered)[b - a] for d, a, b in spans)
+        return float(finish), tuple((d, b - a) for d, a, b in spans)
+
+    def flows(self, start: int, end: int) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+        """Rows each node needs, bytes read from outside (all, and halo only), bytes of output, by tile height."""
+        if (start, end) not in self.flow_cache:
+            volume = self.nodes[start:end]
+            needs = self.tables.needs(volume)
+            members = {n.name for n in volume}
+            outside = [s for s in needs if s not in members]
+            n_out = needs[volume[-1].name]
+            in_bytes = sum(needs[s] * row_bytes(self.graph_node(s)) for s in outside)
+            own = sum(n_out * (height(self.graph_node(s)) / height(volume[-1])) * row_bytes(self.graph_node(s))
+                      for s in outside)  # entered spread, a device already holds about its own share of rows
+            self.flow_cache[start, end] = (needs, in_bytes, (in_bytes - own).clip(min=0),
+                                           n_out * row_bytes(volume[-1]))
+        return self.flow_cache[start, end]
+
+    def device_time(self, start: int, end: int, device: Device, entry: str, gathered: bool) -> np.ndarray:
+        """Seconds for ``n`` rows of the volume on ``device``, receiving its input and sending its output back."""
+        needs, in_bytes, halo_bytes, out_bytes = self.flows(start, end)
+        key = (start, end, device_key(device))
+        if key not in self.compute_cache:
+            self.compute_cache[key] = self.tables.compute_s(self.nodes[start:end], needs, device_key(device))
+        total = self.compute_cache[key]
+        working = out_bytes > 0
+        fixed, per_byte = self.link(self.requester, device.name)
+        if device.name == self.requester and entry == SPREAD:
+            fixed, per_byte = self.nearest()
+        if device.name != self.requester or entry == SPREAD:
+            total = total + (fixed + (halo_bytes if entry == SPREAD else in_bytes) * per_byte) * working
+        if gathered and device.name != self.requester:
+            total = total + (fixed + out_bytes * per_byte) * working
+        return total
+
+    def is_fc(self, start: int, end: int) -> bool:
+        """A linear layer and its pointwise followers, which model parallelism splits by output features."""
+        nodes = self.nodes[start:end]
+        if nodes[0].meta["layer"].kind != "linear":
+            return False
+        try:
+            check_fc(nodes, "model", [(0, nodes[0].meta["layer"].attrs["out_features"])])
+        except HalocutError:
+            return False
+        return True
+
+    def fc_split(self, start: int, end: int, holder: str) -> tuple[float, tuple]:
+        """Min-max split of an fc segment's output features (in steps of 1/256), input from ``holder``."""
+        key = ("fc", start, end, holder)
+        if key not in self.volumes:
+            nodes = self.nodes[start:end]
+            features = nodes[0].meta["layer"].attrs["out_features"]
+            unit = max(1, features // 256)
+            counts = np.minimum(np.arange(features // unit + 2) * unit, features)
+            counts = counts[: int(np.searchsorted(counts, features)) + 1]
+            out_per_feature = tensor_bytes(nodes[-1]) / features
+            times = {}
+            for device in self.devices:
+                whole = sum(self.cost.latency(device, n.meta["layer"]) for n in nodes
+                            if n.meta["layer"].kind == "linear")
+                fixed, per_byte = self.link(holder, device.name)
+                back_fixed, back_per_byte = self.link(device.name, self.requester)
+                time = whole * counts / features + (fixed + per_byte * self.crossing_bytes(start)) + \
+                    back_fixed + back_per_byte * counts * out_per_feature
+                time[0] = 0.0
+                times[device.name] = time
+            finish, steps = min_max_split(times, len(counts) - 1)
+            clusters, first = [], 0
+            for device in self.devices:
+                if steps.get(device.name):
+                    last = int(counts[min(len(counts) - 1, np.searchsorted(counts, first) + steps[device.name])])
+                    clusters.append((device.name, first, last))
+                    first = last
+            self.volumes[key] = (finish, tuple(clusters))
+        return self.volumes[key]
 
     def nearest(self) -> tuple[float, float]:
         others = [self.link(self.requester, d.name) for d in self.devices if d.name != self.requester]
@@ -277,13 +395,17 @@ class _Search:
 
     # --- the DP
 
-    def plan(self, model: str, input_shape: tuple[int, ...], variant: str) -> Plan | None:
-        steps = self.search(variant)
+    def plan(self, model: str, input_shape: tuple[int, ...], variant: str, split: tuple | None = None) -> Plan | None:
+        steps = self.search(variant, split)
         if steps is None:
             return None
         stages = []
         for step in steps:
             names = tuple(n.name for n in self.nodes[step.start:step.end])
+            if step.clusters:
+                stages.append(Stage("fc", names, mode="model",
+                                    clusters=tuple(Cluster((a, b), d) for d, a, b in step.clusters)))
+                continue
             if step.device is not None:
                 if stages and stages[-1].kind == "single" and stages[-1].device == step.device:
                     stages[-1] = Stage("single", stages[-1].nodes + names, device=step.device)
@@ -298,7 +420,7 @@ class _Search:
             stages.append(Stage("spatial", names, tiles=tuple(tiles)))
         return Plan(model, tuple(input_shape), tuple(stages), planner="halocut")
 
-    def search(self, variant: str) -> list[_Step] | None:
+    def search(self, variant: str, split: tuple | None = None) -> list[_Step] | None:
         """Cheapest steps from the input at the requester to the output back at it (None: no way)."""
         holders = [d.name for d in self.devices] + ([self.requester] if self.requester not in self.compute else [])
         slot = {h: k for k, h in enumerate(holders)}
@@ -320,10 +442,16 @@ class _Search:
                         for k in columns[price < best[j][columns]]:
                             best[j][k] = price[k]
                             back[j, k] = (i, h, _Step(i, j, holders[k], device=holders[k]))
+                        if variant in ("all", "aligned") and self.is_fc(i, j):
+                            price, clusters = self.fc_split(i, j, holders[h])
+                            k = slot[self.requester]
+                            if len(clusters) > 1 and here + price < best[j][k]:
+                                best[j][k] = here + price
+                                back[j, k] = (i, h, _Step(i, j, self.requester, clusters=clusters))
                     holder = holders[h] if h < len(holders) else SPREAD
                     if variant == "stages" or holder not in (self.requester, SPREAD):
                         continue
-                    for step, price in self.volume_moves(i, j, holder, variant):
+                    for step, price in self.volume_moves(i, j, holder, variant, split):
                         k = slot[step.holder]
                         if here + price < best[j][k]:
                             best[j][k] = here + price
@@ -334,6 +462,7 @@ class _Search:
         if not np.isfinite(min(finals)):
             return None
         state = (end, int(np.argmin(finals)))
+        self.estimate = float(min(finals))
         steps = []
         while state in back:
             i, h, step = back[state]
@@ -341,11 +470,11 @@ class _Search:
             state = (i, h)
         return steps[::-1]
 
-    def volume_moves(self, i: int, j: int, holder: str, variant: str):
+    def volume_moves(self, i: int, j: int, holder: str, variant: str, split: tuple | None):
         if not self.is_volume(i, j):
             return
         for gathered in (True,) if variant == "gathered" else (True, False):
-            price, rows = self.volume(i, j, holder, gathered)
+            price, rows = self.aligned(i, j, holder, gathered, split) if split else self.volume(i, j, holder, gathered)
             if rows:
                 yield _Step(i, j, self.requester if gathered else SPREAD, rows=rows), price
 
