@@ -48,7 +48,7 @@ class CompileOptions:
     topology: str | Path
     output: str | Path
     plan: str | Path | None = None
-    planner: str = "offload"
+    planner: str = "halocut"
     input_shape: Shape | None = None
     weights: str | Path | None = None
     backends: tuple[str, ...] | None = None  # restrict every device to these backends

@@ -96,15 +96,54 @@ def plan_halocut(graph: fx.GraphModule, model: str, input_shape: tuple[int, ...]
     candidates = [search.plan(model, input_shape, variant) for variant in ("all", "gathered", "stages")]
     candidates += pipeline_plans(search, model, input_shape)
     candidates += aligned_plans(search, model, input_shape)
+    candidates += prefix_plans(search, model, input_shape)
     for name, applies in SAFETY_NET:
         if name in PLANNERS and applies(topology):
             candidates.append(PLANNERS[name](graph, model, input_shape, topology, cost))
     scored = []
     for i, candidate in enumerate(c for c in candidates if c is not None):
         scored.append((simulate(graph, candidate, topology, cost, requests=1).latency_s, i, candidate))
-    latency, _, best = min(scored)
-    best = refine(graph, best, topology, cost, latency)
+    scored.sort(key=lambda item: item[:2])
+    refined = [refine(graph, plan, topology, cost, latency, budget_s=0.15) for latency, _, plan in scored[:2]]
+    best = min(refined, key=lambda plan: simulate(graph, plan, topology, cost, requests=1).latency_s)
     return Plan(best.model, best.input_shape, best.stages, planner="halocut")
+
+
+def prefix_plans(search: _Search, model: str, input_shape: tuple[int, ...], keep: int = 12) -> list[Plan]:
+    """One leading volume split min-max from the requester, the rest on one device that gathers its tiles.
+
+    The DP prices a spread volume's exit only roughly; this family, priced by
+    the exact gather from each tile, is where splitting only the wide early
+    layers pays (DistrEdge's plans on its four-device groups).
+    """
+    whole = len(search.nodes)
+    back = {d.name: search.link(d.name, search.requester) for d in search.devices}
+    tails = sorted(search.devices, key=lambda d: search.single(0, whole, d) + search.link(search.requester, d.name)[0]
+                   + search.link(search.requester, d.name)[1] * search.crossing_bytes(0))[:3]
+    subsets = [search.devices] + ([tails[:2], tails] if len(search.devices) > 3 else [])
+    priced = []
+    for j in (p for p in search.positions if p > 0 and search.is_volume(0, p)):
+        finish, rows = search.volume(0, j, search.requester, False)  # balanced, then gathered by the best device
+        if len(rows) > 1:
+            arrive = search.gather(j, _Step(0, j, SPREAD, rows=rows))
+            priced += [(finish + arrive[k] + search.single(j, whole, d) + back[d.name][0] + back[d.name][1] *
+                        search.output_bytes(), j, d.name, rows) for k, d in enumerate(search.devices)]
+        for tail, among in ((t, a) for t in tails for a in subsets if t in a):
+            # balanced knowing that the device running the rest keeps its own rows
+            finish, rows = search._volume(search.nodes[:j], search.requester, False, tail.name, among)
+            if len(rows) > 1:
+                fixed, per_byte = back[tail.name]
+                priced.append((finish + search.single(j, whole, tail) + fixed + per_byte * search.output_bytes(),
+                               j, tail.name, rows))
+    plans = []
+    for _, j, device, rows in sorted(priced)[:keep]:
+        steps = [_Step(0, j, SPREAD, rows=rows)] + ([_Step(j, whole, device, device=device)] if j < whole else [])
+        plans.append(search.build(model, input_shape, steps))
+    return plans
+
+
+def _anchor(first: int, end: int, total: int) -> str:
+    return "top" if first == 0 else "bottom" if end == total else "middle"
 
 
 def aligned_plans(search: _Search, model: str, input_shape: tuple[int, ...], keep: int = 4) -> list[Plan]:
@@ -283,38 +322,55 @@ class _Search:
             self.volumes[key] = self._volume(self.nodes[start:end], entry, gathered)
         return self.volumes[key]
 
-    def _volume(self, volume: list[fx.Node], entry: str, gathered: bool) -> tuple[float, tuple]:
+    def _volume(self, volume: list[fx.Node], entry: str, gathered: bool, tail: str | None = None,
+                among: list[Device] | None = None) -> tuple[float, tuple]:
         start, end = self.index[volume[0].name], self.index[volume[-1].name] + 1
-        times = {d.name: self.device_time(start, end, d, entry, gathered) for d in self.devices}
-        finish, rows = min_max_split(times, height(volume[-1]))
-        return finish, tuple((d.name, rows[d.name]) for d in self.devices if rows.get(d.name))
+        among = among or self.devices
+        out_bytes = self.flows(start, end)[3]
+        anchors: dict[str, str] = {}
+        for _ in range(3):  # the first and last tiles are border tiles: price them so until the set settles
+            times = {}
+            for d in among:
+                times[d.name] = self.device_time(start, end, d, entry, gathered, anchors.get(d.name, "middle"))
+                if tail is not None and d.name != tail:  # its rows go on to the device that runs the rest
+                    fixed, per_byte = self.link(d.name, tail)
+                    times[d.name] = times[d.name] + (fixed + per_byte * out_bytes) * (out_bytes > 0)
+            finish, rows = min_max_split(times, height(volume[-1]))
+            active = [d.name for d in among if rows.get(d.name)]
+            settled = {active[-1]: "bottom", active[0]: "top"} if active else {}
+            if settled == anchors:
+                break
+            anchors = settled
+        return finish, tuple((d.name, rows[d.name]) for d in among if rows.get(d.name))
 
     def aligned(self, start: int, end: int, entry: str, gathered: bool, split: tuple) -> tuple[float, tuple]:
         """A volume split by fixed weights ``split`` ((device, weight), ...): every volume keeps one layout."""
         total = height(self.nodes[end - 1])
         spans = split_rows(total, dict(split))
-        finish = max(self.device_time(start, end, self.by_name[d], entry, gathered)[b - a] for d, a, b in spans)
+        finish = max(self.device_time(start, end, self.by_name[d], entry, gathered, _anchor(a, b, total))[b - a]
+                     for d, a, b in spans)
         return float(finish), tuple((d, b - a) for d, a, b in spans)
 
-    def flows(self, start: int, end: int) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+    def flows(self, start: int, end: int, anchor: str = "middle") -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
         """Rows each node needs, bytes read from outside (all, and halo only), bytes of output, by tile height."""
-        if (start, end) not in self.flow_cache:
+        if (start, end, anchor) not in self.flow_cache:
             volume = self.nodes[start:end]
-            needs = self.tables.needs(volume)
+            needs = self.tables.needs(volume, anchor)
             members = {n.name for n in volume}
             outside = [s for s in needs if s not in members]
             n_out = needs[volume[-1].name]
             in_bytes = sum(needs[s] * row_bytes(self.graph_node(s)) for s in outside)
             own = sum(n_out * (height(self.graph_node(s)) / height(volume[-1])) * row_bytes(self.graph_node(s))
                       for s in outside)  # entered spread, a device already holds about its own share of rows
-            self.flow_cache[start, end] = (needs, in_bytes, (in_bytes - own).clip(min=0),
-                                           n_out * row_bytes(volume[-1]))
-        return self.flow_cache[start, end]
+            self.flow_cache[start, end, anchor] = (needs, in_bytes, (in_bytes - own).clip(min=0),
+                                                   n_out * row_bytes(volume[-1]))
+        return self.flow_cache[start, end, anchor]
 
-    def device_time(self, start: int, end: int, device: Device, entry: str, gathered: bool) -> np.ndarray:
+    def device_time(self, start: int, end: int, device: Device, entry: str, gathered: bool,
+                    anchor: str = "middle") -> np.ndarray:
         """Seconds for ``n`` rows of the volume on ``device``, receiving its input and sending its output back."""
-        needs, in_bytes, halo_bytes, out_bytes = self.flows(start, end)
-        key = (start, end, device_key(device))
+        needs, in_bytes, halo_bytes, out_bytes = self.flows(start, end, anchor)
+        key = (start, end, device_key(device), anchor)
         if key not in self.compute_cache:
             self.compute_cache[key] = self.tables.compute_s(self.nodes[start:end], needs, device_key(device))
         total = self.compute_cache[key]
@@ -327,6 +383,17 @@ class _Search:
         if gathered and device.name != self.requester:
             total = total + (fixed + out_bytes * per_byte) * working
         return total
+
+    def gather(self, position: int, spread: _Step) -> np.ndarray:
+        """Seconds for each device to collect a spread volume's output from the devices that hold its rows."""
+        total = sum(rows for _, rows in spread.rows)
+        row = self.crossing_bytes(position) / max(total, 1)
+        arrive = np.zeros(len(self.devices))
+        for k, device in enumerate(self.devices):
+            for holder, rows in spread.rows:
+                fixed, per_byte = self.link(holder, device.name)
+                arrive[k] = max(arrive[k], fixed + per_byte * rows * row)
+        return arrive
 
     def is_fc(self, start: int, end: int) -> bool:
         """A linear layer and its pointwise followers, which model parallelism splits by output features."""
@@ -397,8 +464,9 @@ class _Search:
 
     def plan(self, model: str, input_shape: tuple[int, ...], variant: str, split: tuple | None = None) -> Plan | None:
         steps = self.search(variant, split)
-        if steps is None:
-            return None
+        return None if steps is None else self.build(model, input_shape, steps)
+
+    def build(self, model: str, input_shape: tuple[int, ...], steps: list[_Step]) -> Plan:
         stages = []
         for step in steps:
             names = tuple(n.name for n in self.nodes[step.start:step.end])
@@ -436,9 +504,10 @@ class _Search:
             for h in np.flatnonzero(np.isfinite(best[i])):
                 here = best[i][h]
                 for j in (p for p in self.positions if p > i):
-                    if h < len(holders):  # one device takes the segment
-                        price = here + fixed[h, :-1] + per_byte[h, :-1] * self.crossing_bytes(i) + \
-                            prefix[:-1, j] - prefix[:-1, i]
+                    if h < len(holders) or (i, h) in back:  # one device takes the segment
+                        arrive = fixed[h, :-1] + per_byte[h, :-1] * self.crossing_bytes(i) if h < len(holders) \
+                            else self.gather(i, back[i, h][2])
+                        price = here + arrive + prefix[:-1, j] - prefix[:-1, i]
                         for k in columns[price < best[j][columns]]:
                             best[j][k] = price[k]
                             back[j, k] = (i, h, _Step(i, j, holders[k], device=holders[k]))

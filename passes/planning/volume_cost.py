@@ -9,8 +9,10 @@ A volume's table is then a backward walk of index lookups: the rows each node
 must produce for ``n`` rows of the volume's output (the union over consumers,
 as in :func:`passes.halo.compute_halos`), and the sum of their latencies.
 
-Tables use centred tiles: border tiles read fewer rows, so the tables slightly
-overestimate them; the simulator prices the final plan exactly.
+Tables come for centred tiles and for tiles at the top or bottom border, which
+read fewer rows (part of their windows is padding): with two or three tiles
+that difference decides whether splitting pays. The simulator prices the final
+plan exactly.
 
 :func:`min_max_split` splits ``H`` rows among devices so that the slowest
 finishes first, exactly, for any nonlinear but monotone per-device time.
@@ -30,6 +32,9 @@ from compiler.errors import HalocutError
 from passes.halo import Region, halo_rule, tensor_inputs
 from targets.cost import POINTWISE, CostModel, _fusable, analytic_latency_share
 from targets.topology import Device
+
+
+ANCHORS = ("top", "middle", "bottom")
 
 
 def device_key(device: Device) -> tuple:
@@ -61,12 +66,13 @@ class VolumeTables:
     def __init__(self, nodes: list[fx.Node], devices: list[Device], cost: CostModel):
         self.cost = cost
         self.kinds = {device_key(d): d for d in devices}
-        self.rows_in: dict[tuple[str, str], np.ndarray] = {}
+        self.rows_in: dict[tuple[str, str, str], np.ndarray] = {}
         self.latency: dict[tuple[str, tuple], np.ndarray] = {}
         for node in (n for n in nodes if _has_rule(n)):
             for source in tensor_inputs(node):
                 if len(tuple(source.meta["tensor_meta"].shape)) == 4:
-                    self.rows_in[node.name, source.name] = _rows_read(node, source)
+                    for anchor in ANCHORS:
+                        self.rows_in[node.name, source.name, anchor] = _rows_read(node, source, anchor)
 
     def node_latency(self, node: fx.Node, key: tuple) -> np.ndarray:
         """Seconds for ``r`` rows of ``node`` (index ``r``, 0 .. its height) on devices of ``key``, unfused."""
@@ -76,13 +82,13 @@ class VolumeTables:
             self.latency[node.name, key] = cached
         return cached
 
-    def needs(self, volume: list[fx.Node]) -> dict[str, np.ndarray]:
+    def needs(self, volume: list[fx.Node], anchor: str = "middle") -> dict[str, np.ndarray]:
         """For each node of the volume and each outside input: rows needed for ``n`` output rows (index ``n``)."""
         last = volume[-1]
         needs = {last.name: np.arange(height(last) + 1)}
         for node in reversed(volume):
             for source in tensor_inputs(node):
-                table = self.rows_in.get((node.name, source.name))
+                table = self.rows_in.get((node.name, source.name, anchor))
                 wanted = table[needs[node.name]] if table is not None else np.ones_like(needs[node.name])
                 needs[source.name] = np.maximum(needs[source.name], wanted) if source.name in needs else wanted
         return needs
@@ -110,14 +116,18 @@ def _has_rule(node: fx.Node) -> bool:
     return True
 
 
-def _rows_read(node: fx.Node, source: fx.Node) -> np.ndarray:
-    """Rows of ``source`` a centred tile of ``r`` output rows of ``node`` reads, for r = 0 .. height."""
+def _rows_read(node: fx.Node, source: fx.Node, anchor: str) -> np.ndarray:
+    """Rows of ``source`` a tile of ``r`` output rows of ``node`` reads, for r = 0 .. height.
+
+    The tile is centred (``middle``), or starts at the first row (``top``) or ends at the last (``bottom``):
+    border tiles read less, since part of their window is padding.
+    """
     rule, layer = halo_rule(node), node.meta["layer"]
     out_h, out_w = height(node), tuple(node.meta["tensor_meta"].shape)[3]
     shape = tuple(source.meta["tensor_meta"].shape)
     rows = np.zeros(out_h + 1, dtype=np.int64)
     for r in range(1, out_h + 1):
-        top = (out_h - r) // 2
+        top = {"top": 0, "middle": (out_h - r) // 2, "bottom": out_h - r}[anchor]
         rows[r] = rule(layer, Region((top, top + r), (0, out_w)), shape).clip(shape[2], shape[3]).height
     return np.maximum.accumulate(rows)
 
