@@ -122,16 +122,19 @@ class PartHost:
         end = time.perf_counter()
         sends = [crop(outputs, send) for send in step.sends]
         done = time.perf_counter()
-        record = self.records.setdefault(part, {"runs": 0, "compute_s": 0.0, "copy_s": 0.0, "bytes_sent": 0})
+        record = self.records.setdefault(part, {"runs": 0, "compute_s": 0.0, "copy_s": 0.0, "bytes_sent": 0,
+                                                "samples_s": []})
         record["runs"] += 1
         record["compute_s"] += end - begin
         record["copy_s"] += (begin - start) + (done - end)
+        record["samples_s"].append(done - start)
         record["bytes_sent"] += sum(m.nbytes for s, m in zip(step.sends, sends)
                                     if self.placement.get(s.to_part, s.to_device) != self.device)
         return tuple(sends) if len(sends) > 1 else sends[0]
 
     def statistics(self) -> dict:
-        """Per part: runs, compute seconds, seconds spent assembling and cropping, bytes sent off this machine."""
+        """Per part: runs, compute seconds, seconds assembling and cropping, bytes sent off this machine (totals),
+        and each run's seconds (``samples_s``)."""
         return {"device": self.device, "parts": {k: dict(v) for k, v in self.records.items()}}
 
     def reset(self) -> None:

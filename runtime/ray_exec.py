@@ -119,8 +119,12 @@ class Deployment:
             self.actors[device] = _RemoteHost.options(
                 resources={device: 1}, num_cpus=0, max_restarts=self.max_restarts, max_task_retries=0,
             ).remote(device, self.threads)
-        self._host()
-        self._build_graph()
+        try:
+            self._host()
+            self._build_graph()
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
         """Tear the graph down and end the actors (their resources become free again)."""
@@ -222,7 +226,10 @@ class Deployment:
         from ray.dag import InputNode, MultiOutputNode
 
         with InputNode() as request:
-            nodes: dict[str | None, list] = {None: [request[i] for i in range(len(self.flow.entry))]}
+            count = len(self.flow.entry)
+            # the plain API hands a lone argument over as itself, a compiled graph as args[0]
+            entry = [request] if count == 1 and not self.compiled else [request[i] for i in range(count)]
+            nodes: dict[str | None, list] = {None: entry}
             for step in self.flow.steps:
                 actor = self.actors[self.placement[step.name]]
                 args = [nodes[r.from_part][r.message] for r in step.receives]
@@ -244,11 +251,17 @@ class Deployment:
             self.graph = "plain"
 
     def _teardown(self) -> None:
-        if self._compiled_dag is not None:
-            try:
-                self._compiled_dag.teardown()
-            except Exception as error:  # noqa: BLE001 - a graph with a dead actor may fail to tear down cleanly
-                logger.info("teardown of the compiled graph: %s", error)
+        if self._compiled_dag is None:
+            return
+        ray_logger = logging.getLogger("ray.dag.compiled_dag_node")
+        level = ray_logger.level
+        ray_logger.setLevel(logging.CRITICAL)  # it logs a traceback for every actor that died; recovery says it once
+        try:
+            self._compiled_dag.teardown()
+        except Exception as error:  # noqa: BLE001 - a graph with a dead actor may fail to tear down cleanly
+            logger.info("teardown of the compiled graph: %s", error)
+        finally:
+            ray_logger.setLevel(level)
             self._compiled_dag = None
 
     def _recover(self, error: Exception, in_flight: int) -> None:

@@ -51,8 +51,8 @@ class RunReport:
     throughput_ips: float
     predicted_latency_s: float
     predicted_throughput_ips: float
-    critical_path_s: float
-    dispatch_overhead_s: float
+    critical_path_s: float  # the longest chain of the parts' median seconds (compute and copies)
+    dispatch_overhead_s: float  # median latency less the critical path
     threads: int
     actors: list[dict] = field(default_factory=list)
     outputs: list[dict] = field(default_factory=list)
@@ -104,7 +104,7 @@ def run_build(options: RunOptions) -> RunReport:
         deployment.close()
         if started:
             ray.shutdown()
-    per_request = {p: (r["compute_s"] + r["copy_s"]) / max(1, r["runs"]) for p, r in parts.items()}
+    per_request = {p: float(np.median(r["samples_s"])) for p, r in parts.items()}
     critical = critical_path_s(flow, per_request)
     latency = summarize_latency(latencies)
     lost = sum(answer is None for answer in answers)
@@ -232,6 +232,7 @@ def _actors(flow: Flow, parts: dict, placement: dict, backends: dict) -> list[di
         records = [parts.get(n, {"runs": 0, "compute_s": 0.0, "bytes_sent": 0}) for n in names]
         actors.append({"device": device, "parts": names, "backends": sorted({backends.get(n, "?") for n in names}),
                        "compute_s": sum(r["compute_s"] / max(1, r["runs"]) for r in records),
+                       "part_median_s": {n: float(np.median(parts[n]["samples_s"])) for n in names if n in parts},
                        "predicted_s": sum(flow.step(n).predicted_s for n in names),
                        "bytes_sent": int(sum(r["bytes_sent"] / max(1, r["runs"]) for r in records))})
     return actors
