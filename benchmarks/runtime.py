@@ -1,14 +1,15 @@
 """`halocut run` against its prediction: measured vs predicted latency and dispatch overhead for 1, 2 and 4 actors.
 
     .venv/bin/python benchmarks/runtime.py [--model resnet18] [--input-shape 1,3,224,224] [--requests 20]
-                                           [--runtime torch] [--repeats 15] [--plain-api]
+                                           [--runtime torch] [--repeats 15] [--threads 1] [--plain-api]
 
 Every machine of the topology is this machine's own profile (`halocut profile --device local`, the
 same runtime as the artifacts: torch programs by default), so the prediction is for here. Target
 (issue 7): the measured latency of the 1-actor and the multi-actor deployments within 25 % of the
 prediction. The plans are pipelines cut where the FLOPs balance (one actor computes at a time within a
-request, so actors do not share the cores while one request is measured); every actor uses all cores,
-as the profile did. Links between the local machines are 10 Gbps, 50 us. Dispatch overhead is the
+request, so actors do not share the cores while one request is measured); every actor uses as many
+threads as the profile did (`--threads`, default 1: on a small machine shared with other jobs, OpenMP
+threads waiting at each barrier for a descheduled sibling make two threads slower than one). Links between the local machines are 10 Gbps, 50 us. Dispatch overhead is the
 median latency less the critical path of the parts' measured compute (and copy) time: what Ray's
 dispatch and the transfers cost a request. `--plain-api` also runs each deployment on the plain Ray
 DAG API for comparison.
@@ -21,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
 import yaml
 from rich.console import Console
 from rich.table import Table
@@ -72,11 +74,13 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--runtime", default="torch", choices=["torch", "onnxruntime"])
     parser.add_argument("--repeats", type=int, default=15, help="profile repeats per layer (the median is kept)")
+    parser.add_argument("--threads", type=int, default=1, help="threads when profiling and per actor")
     parser.add_argument("--plain-api", action="store_true", help="also run on the plain Ray DAG API")
     args = parser.parse_args()
     shape = parse_shape(args.input_shape)
     backend = "torch" if args.runtime == "torch" else "onnx"
-    threads = os.cpu_count() or 1
+    threads = args.threads
+    torch.set_num_threads(threads)  # the profile measures in this process
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
