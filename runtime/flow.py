@@ -65,6 +65,18 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Final:
+    """A model output the requester receives from ``part`` (its send ``message``), placed at rows, cols of it."""
+
+    part: str
+    message: int
+    name: str
+    rows: Span | None  # None: the whole output
+    cols: Span | None
+    shape: tuple[int, ...]  # of the whole output
+
+
+@dataclass(frozen=True)
 class Flow:
     """Every step in an order where producers come first, what the requester sends, what comes back."""
 
@@ -74,7 +86,7 @@ class Flow:
     requester: str
     steps: tuple[Step, ...]
     entry: tuple[Send, ...]  # crops of the model's input the requester sends
-    finals: tuple[tuple[str, int, str], ...]  # (part, send index, output name) of the model's outputs
+    finals: tuple[Final, ...]  # the model's outputs, or the pieces of them that tiles make
     predicted_latency_s: float
     predicted_throughput_ips: float
 
@@ -104,7 +116,7 @@ def flow_from_manifest(manifest: dict) -> Flow:
         for index, output in enumerate(part["outputs"]):
             if any(t.get("part") is None and t["device"] == requester for t in output["to"]):
                 sends[name].append(Send(index, None, None, None, requester, None, len(finals)))
-                finals.append((name, len(sends[name]) - 1, output["name"]))
+                finals.append(_final(name, len(sends[name]) - 1, output, origins))
     steps = [Step(name, device, tuple((t["name"], tuple(t["shape"]), t["dtype"]) for t in part["inputs"]),
                   tuple(o["name"] for o in part["outputs"]), tuple(receives[name]), tuple(sends[name]),
                   tuple(part["artifacts"]), float(part["predicted_s"])) for name, (device, part) in entries.items()]
@@ -132,7 +144,7 @@ def _connect(name, device, index, tensor, entries, origins, sends, receives, inp
         region = source.get("region")
         rows = cols = place_rows = place_cols = None
         if region is not None:
-            origin = origins.get(producer, (0, 0)) if producer else (0, 0)
+            origin = origins[producer][0] if producer in origins else (0, 0)
             rows = (region["rows"][0] - origin[0], region["rows"][1] - origin[0])
             cols = (region["cols"][0] - origin[1], region["cols"][1] - origin[1])
             if (rows, cols) == ((0, outputs[source["output"]][-2]), (0, outputs[source["output"]][-1])):
@@ -165,15 +177,27 @@ def _outputs(name: str, source: dict, entries: dict, input_shape: dict) -> dict[
     return outputs
 
 
+def _final(part: str, message: int, output: dict, origins: dict) -> Final:
+    """A model output from a part; a tile's output is one piece of it (its region of the stage's output)."""
+    shape = tuple(output["shape"])
+    if part not in origins:
+        return Final(part, message, output["name"], None, None, shape)
+    (top, left), (bottom, right) = origins[part]
+    return Final(part, message, output["name"], (top, top + shape[-2]), (left, left + shape[-1]),
+                 (*shape[:-2], bottom, right))
+
+
 def _tile_origins(plan: dict) -> dict[str, tuple[int, int]]:
-    """Top-left corner of the region each tile part's output covers (in the stage output's coordinates)."""
+    """Per tile part: the top-left corner of its region of the stage's output, and that output's height, width."""
     from runtime.names import part_name
 
     origins = {}
     for index, stage in enumerate(plan["stages"]):
-        for t, tile in enumerate(stage.get("tiles") or []):
+        tiles = stage.get("tiles") or []
+        extent = (max((t["rows"][1] for t in tiles), default=0), max((t["cols"][1] for t in tiles), default=0))
+        for t, tile in enumerate(tiles):
             for h in range(len(tile["devices"])):
-                origins[part_name(index, t, h)] = (tile["rows"][0], tile["cols"][0])
+                origins[part_name(index, t, h)] = ((tile["rows"][0], tile["cols"][0]), extent)
     return origins
 
 
@@ -250,4 +274,17 @@ def run_local(flow: Flow, runners: dict[str, Runner], x: np.ndarray) -> dict[str
         inputs = assemble(step, [sent[r.from_part][r.message] for r in step.receives])
         outputs = runners[step.name](inputs)
         sent[step.name] = [crop(outputs, send) for send in step.sends]
-    return {name: sent[part][index] for part, index, name in flow.finals}
+    return collect(flow, [sent[final.part][final.message] for final in flow.finals])
+
+
+def collect(flow: Flow, values: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """The model's outputs by name from what the requester received (``flow.finals`` order): tiles stitched."""
+    outputs: dict[str, np.ndarray] = {}
+    for final, value in zip(flow.finals, values, strict=True):
+        if final.rows is None:
+            outputs[final.name] = np.array(value, copy=True)
+            continue
+        if final.name not in outputs:
+            outputs[final.name] = np.empty(final.shape, dtype=value.dtype)
+        outputs[final.name][..., final.rows[0]:final.rows[1], final.cols[0]:final.cols[1]] = value
+    return outputs

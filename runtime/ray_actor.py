@@ -74,7 +74,8 @@ class PartHost:
             if artifact is None:
                 kinds = ", ".join(a["target"] for a in step.artifacts)
                 raise HalocutError(f"part '{step.name}' on '{self.device}': none of its artifacts ({kinds}) runs on "
-                                   f"this machine ({socket.gethostname()}, {platform.machine()})")
+                                   f"this machine ({socket.gethostname()}, {platform.machine()}); to run it here, "
+                                   f"compile with --backends onnx,torch")
             chosen[step.name] = artifact["path"]
         return chosen
 

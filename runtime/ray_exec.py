@@ -32,7 +32,7 @@ import ray
 from ray import exceptions as rex
 
 from compiler.errors import HalocutError
-from runtime.flow import Flow, Step, entry_messages
+from runtime.flow import Flow, Step, collect, entry_messages
 from runtime.ray_actor import PartHost
 
 logger = logging.getLogger("halocut.runtime")
@@ -201,8 +201,8 @@ class Deployment:
             values = ray.get(ref, timeout=self.request_timeout_s)
         except rex.RayTaskError as error:
             raise _user_error(error) from None
-        # copies: a compiled graph's arrays live in its channel buffers, which wait until they are released
-        answer = {name: np.array(value, copy=True) for (_, _, name), value in zip(self.flow.finals, values)}
+        # collect copies: a compiled graph's arrays live in its channel buffers, which wait until they are released
+        answer = collect(self.flow, values)
         del values
         return answer
 
@@ -237,7 +237,7 @@ class Deployment:
                 method = actor.run if count == 1 else actor.run.options(num_returns=count)
                 node = method.bind(step.name, *args)
                 nodes[step.name] = [node] if count == 1 else [node[i] for i in range(count)]
-            self._dag = MultiOutputNode([nodes[part][index] for part, index, _ in self.flow.finals])
+            self._dag = MultiOutputNode([nodes[final.part][final.message] for final in self.flow.finals])
         self._compiled_dag = None
         if not self.compiled:
             self.graph = "plain"

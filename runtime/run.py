@@ -86,32 +86,53 @@ def run_build(options: RunOptions) -> RunReport:
         start = time.perf_counter()
         deployment.start()
         timings["start"] = time.perf_counter() - start
-        (first,), _ = deployment.stream(inputs[:1])
-        error, allowed = verify([first], inputs[:1], reference, label)
-        deployment.reset()
-        answers, latencies = deployment.stream(inputs, window=1)
-        parts = deployment.statistics()
-        _verify_after_recovery(deployment, 0, answers, inputs, reference, label)
-        window = options.window or len(deployment.actors) + 1
-        before = len(deployment.recoveries)
-        start = time.perf_counter()
-        answers, _ = deployment.stream(inputs, window=window)
-        elapsed = time.perf_counter() - start
-        _verify_after_recovery(deployment, before, answers, inputs, reference, label)
-        graph, placement, backends = deployment.graph, dict(deployment.placement), dict(deployment.backends)
-        recoveries = [r.to_json() for r in deployment.recoveries]
+        measured = _measure(deployment, inputs, lambda answers, xs: verify(answers, xs, reference, label),
+                            options.window or len(deployment.actors) + 1)
     finally:
         deployment.close()
         if started:
             ray.shutdown()
-    per_request = {p: float(np.median(r["samples_s"])) for p, r in parts.items()}
-    critical = critical_path_s(flow, per_request)
-    latency = summarize_latency(latencies)
-    lost = sum(answer is None for answer in answers)
-    return RunReport(flow.model, str(build), graph, label, error, allowed, len(inputs), lost, latency,
-                     len(inputs) / elapsed, flow.predicted_latency_s, flow.predicted_throughput_ips, critical,
-                     latency["median"] - critical, threads, _actors(flow, parts, placement, backends),
-                     describe_outputs(first), recoveries, timings)
+    critical = critical_path_s(flow, {p: float(np.median(r["samples_s"])) for p, r in measured.parts.items()})
+    latency = summarize_latency(measured.latencies)
+    return RunReport(flow.model, str(build), deployment.graph, label, measured.error, measured.allowed, len(inputs),
+                     measured.lost, latency, len(inputs) / measured.stream_s, flow.predicted_latency_s,
+                     flow.predicted_throughput_ips, critical, latency["median"] - critical, threads,
+                     _actors(flow, measured.parts, deployment.placement, deployment.backends),
+                     describe_outputs(measured.first), [r.to_json() for r in deployment.recoveries], timings)
+
+
+@dataclass
+class _Measured:
+    first: dict
+    error: float
+    allowed: float
+    latencies: list[float]
+    parts: dict
+    stream_s: float
+    lost: int
+
+
+def _measure(deployment, inputs: list[np.ndarray], check, window: int) -> _Measured:
+    """Verify the first request, then the latency phase (one at a time) and the throughput phase (pipelined)."""
+    (first,), _ = deployment.stream(inputs[:1])
+    error, allowed = check([first], inputs[:1])
+    deployment.reset()
+    answers, latencies = _phase(deployment, inputs, 1, check)
+    parts = deployment.statistics()
+    start = time.perf_counter()
+    streamed, _ = _phase(deployment, inputs, window, check)
+    stream_s = time.perf_counter() - start
+    lost = sum(answer is None for answer in answers + streamed)
+    return _Measured(first, error, allowed, latencies, parts, stream_s, lost)
+
+
+def _phase(deployment, inputs: list[np.ndarray], window: int, check):
+    """One stream; when the deployment recovered during it, every answer is checked, not just the first."""
+    before = len(deployment.recoveries)
+    answers, latencies = deployment.stream(inputs, window=window)
+    if len(deployment.recoveries) > before:
+        check(answers, inputs)
+    return answers, latencies
 
 
 def make_inputs(flow: Flow, image: str | Path | None, count: int, seed: int) -> list[np.ndarray]:
@@ -152,8 +173,9 @@ def reference_for(flow: Flow, build: Path, model: str | None, weights):
     (returned,) = [n.args[0] for n in prepared.graph.graph.nodes if n.op == "output"]
     names: list[str] = []
     fx.node.map_arg(returned, lambda n: names.append(n.name))
-    if sorted(names) != sorted(name for _, _, name in flow.finals):
-        raise HalocutError(f"model '{model or flow.model}' returns {names}, the build {[n for *_, n in flow.finals]}")
+    built = sorted({final.name for final in flow.finals})
+    if sorted(names) != built:
+        raise HalocutError(f"model '{model or flow.model}' returns {names}, the build {built}")
     module = prepared.module.eval()
 
     def original(x: np.ndarray) -> dict[str, np.ndarray]:
@@ -192,11 +214,6 @@ def verify(answers: list[dict], inputs: list[np.ndarray], reference, label: str)
                                f"{error:.3g} > {tolerance:.3g} (compiled with --weights? pass the same --weights)")
         worst, allowed = max(worst, error), max(allowed, tolerance)
     return worst, allowed
-
-
-def _verify_after_recovery(deployment, before: int, answers, inputs, reference, label) -> None:
-    if len(deployment.recoveries) > before:
-        verify(answers, inputs, reference, label)
 
 
 def critical_path_s(flow: Flow, seconds: dict[str, float]) -> float:

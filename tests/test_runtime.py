@@ -21,7 +21,7 @@ from plans import plan, row_tiles
 from runtime.flow import flow_from_manifest, run_local
 from runtime.ray_actor import PartHost
 from runtime.ray_exec import Deployment, connect
-from runtime.run import RunOptions, run_build
+from runtime.run import RunOptions, make_inputs, reference_for, run_build, verify
 
 TOPOLOGY = ROOT / "tests" / "data" / "runtime.yaml"  # two ONNX boards, a TVM x86 edge server, a torch server
 DEVICES = ("board-a", "board-b", "edge", "server")
@@ -29,9 +29,11 @@ PLANS = {
     # three row tiles of the first volume, each a chain of two machines; layer2-3 on the server; the rest on board-a
     "resnet18": ((1, 3, 64, 64), [("spatial", "layer1_1_relu_1", (row_tiles(16, 16, [6, 11]), ["layer1_0_relu_1"])),
                                   ("single", "layer3_1_relu_1", 3), ("single", None, 0)]),
-    # row tiles up to 16x16; the server to the passthrough's source; the head (reorg, concat) on board-b
+    # row tiles up to 16x16; the server to the passthrough's source; board-b to the concat; the head in two
+    # row tiles whose pieces the requester stitches
     "yolov2": ((1, 3, 64, 64), [("spatial", "stage1_6_2", row_tiles(16, 16, [6, 11])),
-                                ("single", "stage1_16_2", 3), ("single", None, 1)]),
+                                ("single", "stage1_16_2", 3), ("single", "cat", 1),
+                                ("spatial", None, row_tiles(2, 2, [1]))]),
     # fc clusters by input features (summed) and by output features, each merged where it is used next
     "lenet5": ((1, 3, 32, 32), [("single", "_6", 0), ("fc", "_8", ("data", [(0, 150), (150, 400)])),
                                 ("fc", "_10", ("model", [(0, 40), (40, 84)])), ("single", None, 3)]),
@@ -75,7 +77,7 @@ def assert_answers(answers, expected):
 
 
 def test_flow_runs_in_process_like_the_model(builds):
-    for model in ("resnet18", "lenet5"):
+    for model in ("resnet18", "lenet5", "yolov2"):
         flow = flow_from_manifest(load_manifest(builds[model]))
         host = PartHost("here")
         host.host(list(flow.steps), {a["path"]: (builds[model] / a["path"]).read_bytes()
@@ -85,6 +87,9 @@ def test_flow_runs_in_process_like_the_model(builds):
     tile = flow_from_manifest(load_manifest(builds["resnet18"])).step("s1")
     assert [(r.from_part, r.rows) for r in tile.receives] == [("s0_t0_h1", (0, 6)), ("s0_t1_h1", (6, 11)),
                                                               ("s0_t2_h1", (11, 16))]
+    finals = flow_from_manifest(load_manifest(builds["yolov2"])).finals
+    assert [(f.part, f.rows, f.shape) for f in finals] == [("s3_t0_h0", (0, 1), (1, 425, 2, 2)),
+                                                           ("s3_t1_h0", (1, 2), (1, 425, 2, 2))]
 
 
 class TestResnet18OverFourActors:
@@ -165,6 +170,37 @@ def test_actor_refuses_an_artifact_that_does_not_match_its_sha256(builds, cluste
         Deployment(flow, build, threads=1).start()
     with pytest.raises(HalocutError, match="does not match its sha256"):
         run_build(RunOptions(build, requests=1))
+
+
+def test_reference_falls_back_to_the_build_and_a_mismatch_is_an_error(builds):
+    build = builds["lenet5"]
+    flow = flow_from_manifest(load_manifest(build))
+    xs, expected = inputs_and_expected("lenet5", flow.input_shape, 1)
+    reference, label = reference_for(flow, build, "nowhere.py:build", None)
+    assert label.startswith("in-process executor of the same artifacts (the model does not load here: model ")
+    assert_answers([reference(xs[0])], expected)
+    original, label = reference_for(flow, build, None, None)
+    assert label == "original model"
+    assert verify([original(xs[0])], xs, original, label)[0] == 0.0
+    wrong = {"_11": expected[0] + 1e-2}
+    with pytest.raises(HalocutError, match=r"request 0: the deployment's output differs from the original model: "
+                                           r"max abs error 0.01 > 0.0001"):
+        verify([wrong], xs, original, label)
+
+
+def test_image_input_is_resized_and_normalised(builds, tmp_path):
+    from PIL import Image
+
+    flow = flow_from_manifest(load_manifest(builds["lenet5"]))
+    Image.new("RGB", (50, 40), (255, 0, 128)).save(tmp_path / "image.png")
+    xs = make_inputs(flow, tmp_path / "image.png", 2, seed=0)
+    assert len(xs) == 2 and xs[0].shape == flow.input_shape and xs[0].dtype == np.float32
+    np.testing.assert_allclose(xs[0][0, :, 5, 5], [(1 - 0.485) / 0.229, (0 - 0.456) / 0.224,
+                                                   (128 / 255 - 0.406) / 0.225], rtol=1e-5)
+    with pytest.raises(HalocutError, match="cannot read it as an image"):
+        make_inputs(flow, tmp_path / "missing.png", 1, seed=0)
+    noise = make_inputs(flow, None, 3, seed=0)
+    assert not np.array_equal(noise[0], noise[1]) and np.array_equal(noise[0], make_inputs(flow, None, 1, 0)[0])
 
 
 def test_run_command_joins_a_cluster_verifies_and_measures(builds, cluster, halocut_cli, cli_env):
