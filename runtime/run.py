@@ -37,7 +37,7 @@ class RunOptions:
     window: int | None = None  # requests in flight in the throughput phase (default: actors + 1)
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunReport:
     model: str
     build: str
@@ -101,7 +101,7 @@ def run_build(options: RunOptions) -> RunReport:
                      describe_outputs(measured.first), [r.to_json() for r in deployment.recoveries], timings)
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Measured:
     first: dict
     error: float
