@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_MODEL ?= resnet18
 DEMO_TOPOLOGY ?= examples/topologies/default.yaml
 DEMO_PLAN ?= examples/plans/resnet18-default.json
+DEMO_REQUESTS ?= 20
 
 .PHONY: demo test install clean
 
@@ -22,6 +23,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/halocut inspect $(DEMO_MODEL)
 	$(BIN)/halocut compile $(DEMO_MODEL) --topology $(DEMO_TOPOLOGY) --plan $(DEMO_PLAN) -o build/demo --force
+	# the same plan with artifacts this machine runs (the Pis' TVM libraries are aarch64), run on an embedded Ray cluster
+	$(BIN)/halocut compile $(DEMO_MODEL) --topology $(DEMO_TOPOLOGY) --plan $(DEMO_PLAN) --backends onnx,torch -o build/demo-local --force
+	$(BIN)/halocut run build/demo-local --random --requests $(DEMO_REQUESTS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

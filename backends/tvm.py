@@ -74,14 +74,14 @@ def cache_dir() -> Path:
 
 
 def runnable(target: Target) -> bool:
-    """Whether this machine runs the target's code: x86-64 LLVM code on an x86-64 machine.
+    """Whether this machine runs the target's code: LLVM code for this machine's own architecture.
 
     >>> runnable(Target("tvm", {"kind": "llvm"})), runnable(Target("tvm", {"kind": "cuda", "arch": "sm_87"}))
     (True, False)
     """
     spec = target.tvm_target or {}
-    native = platform.machine() in ("x86_64", "AMD64")
-    return native and spec.get("kind") == "llvm" and str(spec.get("mtriple", "x86_64")).startswith("x86_64")
+    machine = {"AMD64": "x86_64", "arm64": "aarch64"}.get(platform.machine(), platform.machine())
+    return spec.get("kind") == "llvm" and str(spec.get("mtriple", "x86_64")).startswith(machine)
 
 
 def emit(part: Part, target: Target, out_dir: Path, tuning_database: Path | None = None) -> Artifact:

@@ -96,6 +96,21 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("-o", "--output", help="bench JSON to write (default: BUILD/bench.json)")
     bench.add_argument("--json", action="store_true", help="print the bench JSON instead of tables")
     bench.set_defaults(drive=drive_bench)
+
+    run = commands.add_parser("run", help="run a build on Ray across its machines, verify it, measure it")
+    run.add_argument("build", help="build directory (with manifest.json)")
+    source = run.add_mutually_exclusive_group()
+    source.add_argument("--input", help="an image (resized to the model's input)")
+    source.add_argument("--random", action="store_true", help="seeded random inputs (the default)")
+    run.add_argument("--requests", type=int, default=20, help="requests per phase (default 20)")
+    run.add_argument("--address", help="Ray cluster to join (default: an embedded cluster on this machine)")
+    run.add_argument("--threads", type=int, help="threads per actor (default: cores / actors embedded, all on a cluster)")
+    run.add_argument("--window", type=int, help="requests in flight in the throughput phase (default: actors + 1)")
+    run.add_argument("--plain-api", action="store_true", help="run on the plain Ray DAG API, not a compiled graph")
+    run.add_argument("--model", help="the original model, when the build's model name does not load it")
+    run.add_argument("--weights", help="the state_dict the build was compiled with")
+    run.add_argument("--json", action="store_true", help="print one JSON object")
+    run.set_defaults(drive=drive_run)
     return parser
 
 
@@ -213,6 +228,22 @@ def drive_compile(args: argparse.Namespace) -> int:
     Console(width=None if sys.stdout.isatty() else 160).print(summary_table(compilation))
     if compilation.manifest_path:
         print(f"manifest: {compilation.manifest_path}")
+    return 0
+
+
+def drive_run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from runtime.run import RunOptions, run_build, run_table, verified_line
+
+    options = RunOptions(args.build, args.input, args.requests, args.address, args.threads, not args.plain_api,
+                         args.model, args.weights, window=args.window)
+    report = run_build(options)
+    if args.json:
+        print(json.dumps(report.to_json()))
+    else:
+        print(verified_line(report))
+        Console(width=None if sys.stdout.isatty() else 160).print(run_table(report))
     return 0
 
 

@@ -1,0 +1,184 @@
+"""One machine's share of a deployment: the class behind each Ray actor (plain Python, testable without Ray).
+
+A :class:`PartHost` picks, for each of its parts, the first artifact this machine can run (the
+manifest lists them in preference order), checks the bytes it was sent against the manifest's
+sha256 before loading them (a mismatch is refused), loads them with their backend, and runs parts
+on the messages of :mod:`runtime.flow`: it assembles the inputs, runs the part, crops what each
+consumer reads. It counts compute seconds and the bytes it sends to other machines.
+
+>>> import hashlib, tempfile, torch
+>>> from pathlib import Path
+>>> from torch import fx, nn
+>>> from backends.base import Part, Target
+>>> from backends.onnx import emit
+>>> from runtime.flow import Receive, Send, Step
+>>> out = Path(tempfile.mkdtemp())
+>>> artifact = emit(Part("s0", fx.symbolic_trace(nn.ReLU()), (torch.randn(1, 2),), ("x",), ("y",)), Target("onnx"), out)
+>>> data = (out / artifact.path).read_bytes()
+>>> entry = {"backend": "onnx", "path": "d/s0.onnx", "sha256": hashlib.sha256(data).hexdigest()}
+>>> step = Step("s0", "d", (("x", (1, 2), "float32"),), ("y",), (Receive(0, None, None, None, 0),),
+...             (Send(0, None, None, None, "cam", None, 0),), (entry,), 0.0)
+>>> host = PartHost("d")
+>>> host.host([step], {"d/s0.onnx": data}, {"s0": "d"})
+{'s0': 'onnx'}
+>>> host.run("s0", np.array([[-1.0, 2.0]], dtype=np.float32))
+array([[0., 2.]], dtype=float32)
+>>> host.host([step], {}, {"s0": "d"}) == {'s0': 'onnx'}  # already loaded: nothing to send
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from compiler.errors import HalocutError
+from runtime.flow import Runner, Step, assemble, crop
+
+
+class PartHost:
+    """Hosts parts on one machine (``device`` is the topology's name for it)."""
+
+    def __init__(self, device: str, threads: int | None = None):
+        """``threads``: per backend in this process; 0 means this machine's cores, None leaves the process as it is."""
+        self.device = device
+        self.threads = (threads or os.cpu_count() or 1) if threads is not None else None
+        if self.threads is not None:
+            _limit_threads(self.threads)
+        self.steps: dict[str, Step] = {}
+        self.runners: dict[str, Runner] = {}
+        self.backends: dict[str, str] = {}
+        self.placement: dict[str, str] = {}
+        self.reset()
+
+    def ping(self) -> dict:
+        """Who and where this actor is, and the parts it holds (empty after a restart)."""
+        return {"device": self.device, "pid": os.getpid(), "host": socket.gethostname(),
+                "machine": platform.machine(), "threads": self.threads, "parts": sorted(self.runners)}
+
+    def choose(self, steps: list[Step]) -> dict[str, str]:
+        """For each step not yet loaded, the path of the first artifact this machine can run."""
+        chosen = {}
+        for step in steps:
+            if step.name in self.runners:
+                continue
+            artifact = next((a for a in step.artifacts if _runnable(a)), None)
+            if artifact is None:
+                kinds = ", ".join(a["target"] for a in step.artifacts)
+                raise HalocutError(f"part '{step.name}' on '{self.device}': none of its artifacts ({kinds}) runs on "
+                                   f"this machine ({socket.gethostname()}, {platform.machine()}); to run it here, "
+                                   f"compile with --backends onnx,torch")
+            chosen[step.name] = artifact["path"]
+        return chosen
+
+    def host(self, steps: list[Step], blobs: dict, placement: dict[str, str]) -> dict[str, str]:
+        """Load the steps not loaded yet from ``blobs`` (path -> bytes or a Ray reference to them).
+
+        The bytes must match the manifest's sha256, or the part is refused. ``placement`` says which
+        device runs each part (for counting the bytes that leave this machine). Returns part -> backend.
+        """
+        self.placement = dict(placement)
+        chosen = self.choose(steps)
+        scratch = Path(tempfile.mkdtemp(prefix=f"halocut-{self.device}-"))
+        try:
+            for step in steps:
+                self.steps[step.name] = step
+                if step.name in chosen:
+                    artifact = next(a for a in step.artifacts if a["path"] == chosen[step.name])
+                    self.runners[step.name] = self._load(step.name, artifact, blobs, scratch)
+                    self.backends[step.name] = artifact.get("target", artifact["backend"])
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return {step.name: self.backends[step.name] for step in steps}
+
+    def _load(self, part: str, artifact: dict, blobs: dict, scratch: Path) -> Runner:
+        if artifact["path"] not in blobs:
+            raise HalocutError(f"part '{part}' on '{self.device}': artifact {artifact['path']} was not sent")
+        data = blobs[artifact["path"]]
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            import ray
+            data = ray.get(data)
+        if hashlib.sha256(data).hexdigest() != artifact["sha256"]:
+            raise HalocutError(f"part '{part}' on '{self.device}': {artifact['path']} does not match its sha256 in "
+                               f"the manifest (tampered or corrupted); refusing to load it")
+        path = scratch / Path(artifact["path"]).name
+        path.write_bytes(data)
+        return load_runner(part, artifact, path, self.threads)
+
+    def run(self, part: str, *messages: np.ndarray):
+        """Run one part on its messages; returns what it sends (a tuple when it sends more than one message)."""
+        step = self.steps[part]
+        start = time.perf_counter()
+        inputs = assemble(step, list(messages))
+        begin = time.perf_counter()
+        outputs = self.runners[part](inputs)
+        end = time.perf_counter()
+        sends = [crop(outputs, send) for send in step.sends]
+        done = time.perf_counter()
+        record = self.records.setdefault(part, {"runs": 0, "compute_s": 0.0, "copy_s": 0.0, "bytes_sent": 0,
+                                                "samples_s": []})
+        record["runs"] += 1
+        record["compute_s"] += end - begin
+        record["copy_s"] += (begin - start) + (done - end)
+        record["samples_s"].append(done - start)
+        record["bytes_sent"] += sum(m.nbytes for s, m in zip(step.sends, sends)
+                                    if self.placement.get(s.to_part, s.to_device) != self.device)
+        return tuple(sends) if len(sends) > 1 else sends[0]
+
+    def statistics(self) -> dict:
+        """Per part: runs, compute seconds, seconds assembling and cropping, bytes sent off this machine (totals),
+        and each run's seconds (``samples_s``)."""
+        return {"device": self.device, "parts": {k: dict(v) for k, v in self.records.items()}}
+
+    def reset(self) -> None:
+        self.records: dict[str, dict] = {}
+
+
+def load_runner(part: str, artifact: dict, path: Path, threads: int | None) -> Runner:
+    """A backend's runner for one artifact file; ONNX sessions get ``threads`` intra-op threads (None: all)."""
+    from backends.base import Artifact, Target, backend
+
+    if artifact["backend"] == "onnx":
+        return _onnx_runner(path, threads)
+    target = Target(artifact["backend"], artifact.get("tvm_target"))
+    return backend(artifact["backend"]).load(Artifact(part, artifact["backend"], target, Path(path.name)), path.parent)
+
+
+def _onnx_runner(path: Path, threads: int | None) -> Runner:
+    """backends.onnx.load with a thread limit (its session takes every core, too many beside other actors)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+
+    def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
+        return session.run(None, {name: np.ascontiguousarray(x) for name, x in zip(names, inputs)})
+    return run
+
+
+def _runnable(artifact: dict) -> bool:
+    from backends.base import Target, backend
+
+    return backend(artifact["backend"]).runnable(Target(artifact["backend"], artifact.get("tvm_target")))
+
+
+def _limit_threads(threads: int) -> None:
+    """Threads for torch, TVM and OpenMP in this process (Ray gives workers OMP_NUM_THREADS=1 otherwise)."""
+    for name in ("OMP_NUM_THREADS", "TVM_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
