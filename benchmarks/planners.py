@@ -118,6 +118,14 @@ def run_case(case: Case, planners: list[str], prepared) -> list[dict]:
                      "latency_ms": result.latency_s * 1e3, "throughput_ips": result.throughput_ips,
                      "planning_s": planning_s, "lower_bound_ms": bound * 1e3,
                      "devices_used": len(plan.devices())})
+    if "halocut" in planners:  # what halocut's own search finds, without the papers' plans as a safety net
+        from passes.planning.halocut import plan_halocut
+
+        plan = plan_halocut(prepared.graph, prepared.name, prepared.input_shape, case.topology, CostModel(),
+                            safety_net=False)
+        own = simulate(prepared.graph, plan, case.topology, requests=1).latency_s * 1e3
+        for row in rows:
+            row["halocut_own_ms"] = own
     best = {r["planner"]: r["latency_ms"] for r in rows}
     for row in rows:
         row["ratio_to_halocut"] = row["latency_ms"] / best["halocut"] if "halocut" in best else float("nan")
@@ -188,6 +196,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def summarize(rows: list[dict]) -> None:
+    own = {r["case"]: r["halocut_own_ms"] for r in rows if "halocut_own_ms" in r}
+    mine = {r["case"]: r["latency_ms"] for r in rows if r["planner"] == "halocut"}
+    net = [case for case in mine if own.get(case, mine[case]) > mine[case] * (1 + 1e-9)]
+    print(f"\nhalocut's own search alone decides {len(mine) - len(net)} of {len(mine)} cases; the safety net "
+          f"decides: {', '.join(net) or 'none'}")
     print("\nper planner: geometric mean of latency / halocut's, cases where it beats halocut")
     for name in sorted({r["planner"] for r in rows}):
         ratios = [r["ratio_to_halocut"] for r in rows if r["planner"] == name]

@@ -1,39 +1,50 @@
 """``halocut``: the default planner: fused volumes split min-max by exact bisection, boundaries by DP.
 
-The algorithm, in four steps:
+The algorithm, in five steps:
 
-1. **Positions.** The graph can be cut where one tensor crosses, at the start
-   of a layer group (a layer and its pointwise followers,
-   :func:`passes.planning.layerwise.layer_groups`). A segment between two
-   positions is a *volume* when all its nodes are spatially splittable and
-   only its last node is used outside it.
+1. **Positions.** The graph can be cut at the start of a layer group (a layer
+   and its pointwise followers, :func:`passes.planning.layerwise.layer_groups`)
+   where at most two tensors cross. A segment between two positions is a
+   *volume* when all its nodes are spatially splittable and only its last node
+   is used outside it; a linear layer with its followers is an *fc* segment.
 2. **Volumes priced for every tile height.** :class:`VolumeTables` gives, for
    every volume and kind of device, the seconds to compute ``n`` output rows
-   (the halo rows each layer must produce included), for every ``n``. A
-   device's time for ``n`` rows adds receiving the rows it reads and, if the
-   volume is gathered, sending its rows back. The split that makes the
-   slowest device finish first is found exactly by bisection on the target
-   time over these monotone, nonlinear tables (:func:`min_max_split`); a
-   device that cannot finish even one row within the target gets none, which
-   drops slow devices and slow links (DistrEdge's Pi 3).
+   (the halo rows each layer must produce included, for tiles at the top, in
+   the middle and at the bottom, since border tiles read padding), for every
+   ``n``. A device's time adds receiving the rows it reads (over its route;
+   a shared medium divided among the devices on it) and, if the volume is
+   gathered, sending its rows back. The split that makes the slowest device
+   finish first is found exactly by bisection on the target time over these
+   monotone, nonlinear tables (:func:`min_max_split`); a device that cannot
+   finish one row within the target gets none, which drops slow devices and
+   slow links (DistrEdge's Pi 3). fc segments are split by output features
+   the same way (model parallelism, as MLS does for VGG's huge FC layers).
 3. **DP over segment boundaries.** States are (position, where the tensor at
    that position lies: the requester, one device, or *spread* over the
-   previous volume's tiles). A segment is either one device's (a pipeline
-   stage, as in Neurosurgeon / DeePar) or a volume entered from the requester
-   (scatter) or from a spread volume (only the halo rows move, since every
-   volume keeps the device order, so a device's tile overlaps its previous
-   one), left spread or gathered. The DP keeps the cheapest way to reach each
-   state; the request ends when the output is back at the requester.
-4. **Scored by the simulator.** The DP's estimate is approximate (centred
-   tiles, transfers that in reality overlap, per-message latency per
-   neighbour), so the DP is run in several variants (all moves; volumes
-   always gathered; single-device stages only), and with a safety net of the
-   cheap closed-form planners of the papers (offload, neurosurgeon, deepar,
-   and any registered in :data:`SAFETY_NET` that exist); every candidate is
-   simulated with the same simulator that scores every planner, and the
-   fastest plan wins. Tiles of one volume start as soon as their inputs
-   arrive, while other tiles of the previous volume are still finishing: the
-   simulator and the runtime execute tiles, not layers.
+   previous volume's tiles). A segment is one device's (a pipeline stage, as
+   in Neurosurgeon / DeePar; from a spread state it first gathers the tiles),
+   a volume entered from the requester (scatter) or from a spread volume (only
+   halo rows move), left spread or gathered, or an fc split. The DP keeps the
+   cheapest way to reach each state; a request ends with the output back at
+   the requester. It runs with min-max splits per volume, with volumes always
+   gathered, with single-device stages only, and with one fixed layout for
+   every volume (the k fastest devices, rows by speed, so a device's tile of
+   the next volume overlaps its previous one; identical devices also as 2-D
+   grids, MLS's prefetching).
+4. **Families the DP prices badly, priced on their own.** A leading volume
+   balanced knowing that the device running the rest keeps its own rows
+   (DistrEdge's plans); pipelined offload, a volume sent to one server in row
+   tiles so sending overlaps computing (MW's setting); a second volume shared
+   by the tail device with a neighbour.
+5. **Scored by the simulator.** Every candidate is simulated with the same
+   simulator that scores every planner; the two fastest are improved by a
+   local search on the simulated timeline (:func:`refine`), and the fastest
+   wins. Tiles of one volume start as soon as their inputs arrive, while other
+   tiles of the previous volume are still finishing: the simulator and the
+   runtime execute tiles, not layers. A safety net (:data:`SAFETY_NET`) adds
+   the plans of the papers' planners whose families the search does not
+   cover, each where its own paper's setting holds, so halocut is never worse
+   than them there; ``benchmarks/planners.py`` shows which cases it decides.
 
 >>> from compiler.prepare import prepare_model
 >>> from targets.topology import load_topology
@@ -47,6 +58,7 @@ The algorithm, in four steps:
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass
 
@@ -77,16 +89,23 @@ def _two_devices(topology: Topology) -> bool:
     return len(topology.compute_devices()) == 2
 
 
+def _few_providers(topology: Topology) -> bool:
+    return 2 <= len([d for d in topology.compute_devices() if d.role != "requester"]) <= 4
+
+
 # The safety net: the papers' planners whose plan families the DP does not search, each where its own paper's
-# assumption holds (MLS: identical devices; MW and its brute force: one end device and one server).
+# setting holds (MLS: identical devices; MW and its brute force: one end device and one server; DistrEdge's
+# DDPG, seconds of training: its four-provider groups). halocut's own search decides almost every case of
+# benchmarks/planners.py by itself; the net makes "no worse than any of them" hold by construction.
 SAFETY_NET = (("offload", lambda t: True), ("deepar", lambda t: True), ("deepthings", lambda t: True),
-              ("mls", _identical_providers), ("mw", _two_devices), ("bf", _two_devices))
+              ("mls", _identical_providers), ("mw", _two_devices), ("bf", _two_devices),
+              ("distredge", _few_providers))
 SPREAD = "*spread*"
 
 
 @register("halocut")
 def plan_halocut(graph: fx.GraphModule, model: str, input_shape: tuple[int, ...], topology: Topology,
-                 cost: CostModel) -> Plan:
+                 cost: CostModel, safety_net: bool = True) -> Plan:
     from runtime.simulate import simulate
 
     devices = topology.compute_devices()
@@ -97,12 +116,17 @@ def plan_halocut(graph: fx.GraphModule, model: str, input_shape: tuple[int, ...]
     candidates += pipeline_plans(search, model, input_shape)
     candidates += aligned_plans(search, model, input_shape)
     candidates += prefix_plans(search, model, input_shape)
-    for name, applies in SAFETY_NET:
+    for name, applies in SAFETY_NET if safety_net else ():
         if name in PLANNERS and applies(topology):
             candidates.append(PLANNERS[name](graph, model, input_shape, topology, cost))
     scored = []
     for i, candidate in enumerate(c for c in candidates if c is not None):
         scored.append((simulate(graph, candidate, topology, cost, requests=1).latency_s, i, candidate))
+    scored.sort(key=lambda item: item[:2])
+    for _, _, plan in scored[:2]:
+        split = split_tail(search, plan)
+        if split is not None:
+            scored.append((simulate(graph, split, topology, cost, requests=1).latency_s, -1, split))
     scored.sort(key=lambda item: item[:2])
     refined = [refine(graph, plan, topology, cost, latency, budget_s=0.15) for latency, _, plan in scored[:2]]
     best = min(refined, key=lambda plan: simulate(graph, plan, topology, cost, requests=1).latency_s)
@@ -158,7 +182,7 @@ def aligned_plans(search: _Search, model: str, input_shape: tuple[int, ...], kee
     priced = []
     providers = [d for d in ranked if d.name != search.requester]
     for pool in (ranked, providers) if len(providers) < len(ranked) else (ranked,):
-        for k in sorted({1, 2, 3, 4, 6, 8, 12, 16, len(pool)} & set(range(1, len(pool) + 1))):
+        for k in sorted({2, 4, 8, len(pool)} & set(range(1, len(pool) + 1))):
             split = tuple((d.name, 1.0 / max(search.single(0, whole, d), 1e-12)) for d in pool[:k])
             plan = search.plan(model, input_shape, "aligned", split)
             if plan is not None:
@@ -188,12 +212,43 @@ def _as_grid(search: _Search, plan: Plan) -> Plan | None:
     return Plan(plan.model, plan.input_shape, tuple(stages), planner=plan.planner) if changed else None
 
 
+def split_tail(search: _Search, plan: Plan) -> Plan | None:
+    """After a spatial stage, let the next single stage share its leading volume with the previous stage's
+    second device (DistrEdge's second volume): the best of a few splits and volume ends, by simulation."""
+    from runtime.simulate import simulate
+
+    best, best_s = None, simulate(search.graph, plan, search.topology, search.cost, requests=1).latency_s
+    for index in range(1, len(plan.stages)):
+        before, stage = plan.stages[index - 1], plan.stages[index]
+        if before.kind != "spatial" or stage.kind != "single" or len(before.tiles) < 2:
+            continue
+        start = search.index[stage.nodes[0]]
+        others = [t for t in before.tiles if t.devices[0].device != stage.device]
+        partner = max(others, key=lambda t: t.region.height).devices[0].device
+        ends = [k for k in search.positions if start < k < start + len(stage.nodes) and search.is_volume(start, k)]
+        for end, share, first in itertools.product(ends[-2:], (0.125, 0.25, 0.5), (True, False)):
+            total = height(search.nodes[end - 1])
+            mine = total - max(1, int(round(total * share)))
+            if mine >= 1:
+                rows = ((stage.device, mine), (partner, total - mine))
+                steps = [_Step(start, end, SPREAD, rows=rows if first else rows[::-1]),
+                         _Step(end, start + len(stage.nodes), stage.device, device=stage.device)]
+                tail = search.build(plan.model, plan.input_shape, steps)
+                candidate = Plan(plan.model, plan.input_shape, plan.stages[:index] + tail.stages +
+                                 plan.stages[index + 1:], planner=plan.planner)
+                latency = simulate(search.graph, candidate, search.topology, search.cost, requests=1).latency_s
+                if latency < best_s:
+                    best, best_s = candidate, latency
+        break
+    return best
+
+
 def refine(graph: fx.GraphModule, plan: Plan, topology: Topology, cost: CostModel, latency_s: float,
            budget_s: float = 0.25) -> Plan:
-    """Local search on the simulated timeline: move rows from the tile that ends last to the one that ends first.
+    """Local search on the simulated timeline: move rows from the tile that ends last to the one that ends first
+    (in halving steps), or one row between neighbouring tiles, while the simulated latency drops.
 
-    Rows move in halving steps while the simulated latency drops; the time
-    spent is bounded by ``budget_s``.
+    The time spent is bounded by ``budget_s``.
     """
     from runtime.names import part_name
     from runtime.simulate import simulate
@@ -211,20 +266,32 @@ def refine(graph: fx.GraphModule, plan: Plan, topology: Topology, cost: CostMode
             finish = [ends.get(part_name(index, t), 0.0) for t in range(len(stage.tiles))]
             late, early = int(np.argmax(finish)), int(np.argmin(finish))
             rows = [t.region.height for t in stage.tiles]
-            step = max(1, rows[late] // 4)
-            while step >= 1 and time.perf_counter() < deadline:
+            moves = [(late, early, step) for step in _halvings(max(1, rows[late] // 4))]
+            moves += [(a, b, 1) for t in range(len(rows) - 1) for a, b in ((t, t + 1), (t + 1, t))]
+            for source, target, step in moves:  # the big move first, then one row between neighbours
+                if time.perf_counter() >= deadline:
+                    break
                 moved = list(rows)
-                moved[late] -= step
-                moved[early] += step
+                moved[source] -= step
+                moved[target] += step
+                if moved[source] < 0:
+                    continue
                 candidate = _with_rows(plan, index, moved)
                 trial = simulate(graph, candidate, topology, cost, requests=1).latency_s
                 if trial < latency_s - 1e-12:
                     plan, latency_s, improved = candidate, trial, True
                     break
-                step //= 2
             if improved:
                 break
     return plan
+
+
+def _halvings(step: int) -> list[int]:
+    steps = []
+    while step >= 1:
+        steps.append(step)
+        step //= 2
+    return steps
 
 
 def _with_rows(plan: Plan, index: int, rows: list[int]) -> Plan:
@@ -270,7 +337,7 @@ class _Search:
                 sums.append(sums[-1] + (cost.latency(device, layer, None, node.name, fused=fused) if layer else 0.0))
             self.prefix[device_key(device)] = sums
         self.volumes: dict[tuple[int, int, str, bool], tuple[float, tuple]] = {}
-        self.links: dict[tuple[str, str], tuple[float, float]] = {}
+        self.links: dict[tuple[str, str, bool], tuple[float, float]] = {}
         self.crossings: dict[int, float] = {}
         self.splittable: dict[tuple[int, int], bool] = {}
         self.flow_cache: dict[tuple[int, int], tuple] = {}
@@ -279,19 +346,23 @@ class _Search:
 
     # --- prices
 
-    def link(self, source: str, target: str) -> tuple[float, float]:
-        """(seconds per message, seconds per byte) from ``source`` to ``target``; shared media split evenly."""
-        if (source, target) not in self.links:
-            self.links[source, target] = self._link(source, target)
-        return self.links[source, target]
+    def link(self, source: str, target: str, shared: bool = False) -> tuple[float, float]:
+        """(seconds per message, seconds per byte) from ``source`` to ``target``.
 
-    def _link(self, source: str, target: str) -> tuple[float, float]:
+        ``shared``: the message goes out with one to every device on the same
+        medium (a scatter or gather of tiles or clusters), which divide it evenly.
+        """
+        if (source, target, shared) not in self.links:
+            self.links[source, target, shared] = self._link(source, target, shared)
+        return self.links[source, target, shared]
+
+    def _link(self, source: str, target: str, shared: bool) -> tuple[float, float]:
         if source == target:
             return 0.0, 0.0
         fixed, per_byte = 0.0, 0.0
         for link in self.topology.route(source, target):
             bandwidth = link.bandwidth_bps
-            if link.medium:
+            if link.medium and shared:
                 sharing = sum(1 for d in self.devices if any(x.medium == link.medium
                                                              for x in self.topology.route(self.requester, d.name)))
                 bandwidth = self.topology.medium(link.medium).bandwidth_bps / max(1, sharing)
@@ -333,7 +404,7 @@ class _Search:
             for d in among:
                 times[d.name] = self.device_time(start, end, d, entry, gathered, anchors.get(d.name, "middle"))
                 if tail is not None and d.name != tail:  # its rows go on to the device that runs the rest
-                    fixed, per_byte = self.link(d.name, tail)
+                    fixed, per_byte = self.link(d.name, tail, shared=True)
                     times[d.name] = times[d.name] + (fixed + per_byte * out_bytes) * (out_bytes > 0)
             finish, rows = min_max_split(times, height(volume[-1]))
             active = [d.name for d in among if rows.get(d.name)]
@@ -345,11 +416,14 @@ class _Search:
 
     def aligned(self, start: int, end: int, entry: str, gathered: bool, split: tuple) -> tuple[float, tuple]:
         """A volume split by fixed weights ``split`` ((device, weight), ...): every volume keeps one layout."""
-        total = height(self.nodes[end - 1])
-        spans = split_rows(total, dict(split))
-        finish = max(self.device_time(start, end, self.by_name[d], entry, gathered, _anchor(a, b, total))[b - a]
-                     for d, a, b in spans)
-        return float(finish), tuple((d, b - a) for d, a, b in spans)
+        key = ("aligned", start, end, entry, gathered, split)
+        if key not in self.volumes:
+            total = height(self.nodes[end - 1])
+            spans = split_rows(total, dict(split))
+            finish = max(self.device_time(start, end, self.by_name[d], entry, gathered, _anchor(a, b, total))[b - a]
+                         for d, a, b in spans)
+            self.volumes[key] = (float(finish), tuple((d, b - a) for d, a, b in spans))
+        return self.volumes[key]
 
     def flows(self, start: int, end: int, anchor: str = "middle") -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
         """Rows each node needs, bytes read from outside (all, and halo only), bytes of output, by tile height."""
@@ -375,7 +449,7 @@ class _Search:
             self.compute_cache[key] = self.tables.compute_s(self.nodes[start:end], needs, device_key(device))
         total = self.compute_cache[key]
         working = out_bytes > 0
-        fixed, per_byte = self.link(self.requester, device.name)
+        fixed, per_byte = self.link(self.requester, device.name, shared=True)
         if device.name == self.requester and entry == SPREAD:
             fixed, per_byte = self.nearest()
         if device.name != self.requester or entry == SPREAD:
@@ -386,13 +460,17 @@ class _Search:
 
     def gather(self, position: int, spread: _Step) -> np.ndarray:
         """Seconds for each device to collect a spread volume's output from the devices that hold its rows."""
+        key = ("gather", position, spread.rows)
+        if key in self.volumes:
+            return self.volumes[key]
         total = sum(rows for _, rows in spread.rows)
         row = self.crossing_bytes(position) / max(total, 1)
         arrive = np.zeros(len(self.devices))
         for k, device in enumerate(self.devices):
             for holder, rows in spread.rows:
-                fixed, per_byte = self.link(holder, device.name)
+                fixed, per_byte = self.link(holder, device.name, shared=True)
                 arrive[k] = max(arrive[k], fixed + per_byte * rows * row)
+        self.volumes[key] = arrive
         return arrive
 
     def is_fc(self, start: int, end: int) -> bool:
@@ -420,8 +498,8 @@ class _Search:
             for device in self.devices:
                 whole = sum(self.cost.latency(device, n.meta["layer"]) for n in nodes
                             if n.meta["layer"].kind == "linear")
-                fixed, per_byte = self.link(holder, device.name)
-                back_fixed, back_per_byte = self.link(device.name, self.requester)
+                fixed, per_byte = self.link(holder, device.name, shared=True)
+                back_fixed, back_per_byte = self.link(device.name, self.requester, shared=True)
                 time = whole * counts / features + (fixed + per_byte * self.crossing_bytes(start)) + \
                     back_fixed + back_per_byte * counts * out_per_feature
                 time[0] = 0.0
@@ -437,7 +515,7 @@ class _Search:
         return self.volumes[key]
 
     def nearest(self) -> tuple[float, float]:
-        others = [self.link(self.requester, d.name) for d in self.devices if d.name != self.requester]
+        others = [self.link(self.requester, d.name, shared=True) for d in self.devices if d.name != self.requester]
         return min(others, default=(0.0, 0.0), key=lambda fb: fb[1])
 
     def graph_node(self, name: str) -> fx.Node:
