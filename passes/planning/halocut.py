@@ -224,6 +224,8 @@ def split_tail(search: _Search, plan: Plan) -> Plan | None:
             continue
         start = search.index[stage.nodes[0]]
         others = [t for t in before.tiles if t.devices[0].device != stage.device]
+        if not others:
+            continue
         partner = max(others, key=lambda t: t.region.height).devices[0].device
         ends = [k for k in search.positions if start < k < start + len(stage.nodes) and search.is_volume(start, k)]
         for end, share, first in itertools.product(ends[-2:], (0.125, 0.25, 0.5), (True, False)):
