@@ -326,3 +326,18 @@ def _flops(kind: str, attrs: dict, inputs: list, outputs: list) -> int:
     if kind == "matmul":
         return 2 * out.numel() * inputs[0].shape[-1]
     return 0
+
+
+def value_bytes(node: fx.Node, region=None) -> float:
+    """Bytes of a node's value (float32 for a graph input), or of a region's share of a feature map.
+
+    This is what a transfer of the value, or of a tile of it, moves.
+    """
+    layer = node.meta.get("layer")
+    meta = node.meta["tensor_meta"]
+    total = float(layer.output_bytes if layer is not None else meta.shape.numel() * 4)
+    if region is None:
+        return total
+    height, width = tuple(meta.shape)[-2:]
+    return total * region.height * region.width / float(height * width)
+

@@ -66,6 +66,11 @@ class Region:
         r0, c0 = min(max(self.rows[0], 0), height), min(max(self.cols[0], 0), width)
         return Region((r0, max(min(self.rows[1], height), r0)), (c0, max(min(self.cols[1], width), c0)))
 
+    def intersect(self, other: Region) -> Region:
+        """The rows and columns both hold (empty when they do not overlap)."""
+        return Region((max(self.rows[0], other.rows[0]), min(self.rows[1], other.rows[1])),
+                      (max(self.cols[0], other.cols[0]), min(self.cols[1], other.cols[1])))
+
     def relative_to(self, outer: Region) -> Region:
         """This region in the coordinates of a tensor that holds ``outer``."""
         return Region((self.rows[0] - outer.rows[0], self.rows[1] - outer.rows[0]),
@@ -170,6 +175,18 @@ def halo_rule(node: fx.Node) -> Rule:
     if rule is None:
         raise HalocutError(f"layer '{node.name}' ({layer.kind}: {layer.target}) has no halo rule")
     return rule
+
+
+def has_halo_rule(node: fx.Node) -> bool:
+    """Whether a node can be tiled: a feature map out, and a halo rule that accepts its attributes."""
+    layer = node.meta.get("layer")
+    if layer is None or layer.kind == "size" or len(layer.output_shape) != 4:
+        return False
+    try:
+        halo_rule(node)
+    except HalocutError:
+        return False
+    return True
 
 
 def tensor_inputs(node: fx.Node) -> list[fx.Node]:

@@ -62,8 +62,8 @@ from passes.halo import EMPTY, Region, compute_halos
 from passes.lower import LoweredStage, lower_plan
 from runtime.names import parse_part_name, part_name
 from runtime.reference import run_lowered
-from targets.cost import FREE, CostModel, _fusable, region_fraction
-from targets.profile import _copy_bandwidth, _host, _memory_bytes, _record_values
+from targets.cost import FREE, CostModel, fusable, region_fraction
+from targets.profile import copy_bandwidth, host_info, memory_bytes, record_values
 from targets.topology import Device
 
 FORMAT = "halocut-bench/1"
@@ -161,7 +161,7 @@ def bench_build(build_dir: str | Path, parts: list[str] | None = None, model: st
     return {
         "format": FORMAT, "device": "local", "runtime": runtime, "model": manifest["model"]["name"],
         "input_shape": manifest["model"]["input"]["shape"], "build": str(build_dir),
-        "host": {**_host(), "threads": threads, "load_average": [load_before[0], os.getloadavg()[0]]},
+        "host": {**host_info(), "threads": threads, "load_average": [load_before[0], os.getloadavg()[0]]},
         "manifest_sha256": hashlib.sha256((build_dir / "manifest.json").read_bytes()).hexdigest(),
         "repeats": repeats, "warmup": warmup, "device_figures": figures,
         "layers": _profile_layers(rebuilt, runs, unsplit, runtime, _local_device(figures)) if runtime else {},
@@ -194,7 +194,7 @@ def rebuild(manifest: dict, build_dir: Path, model: str | None = None) -> Rebuil
 
     run_lowered(prepared.graph, lowered, example, call=record)
     volumes = _volumes(prepared.graph, plan)
-    rebuilt = Rebuilt(prepared.graph, plan, lowered, parts, _record_values(prepared.graph, example),
+    rebuilt = Rebuilt(prepared.graph, plan, lowered, parts, record_values(prepared.graph, example),
                       _part_layers(plan, volumes), volumes)
     _check_matches(manifest, rebuilt, name, model, build_dir)
     return rebuilt
@@ -459,7 +459,7 @@ def _figures(rebuilt: Rebuilt, runs: dict, unsplit: dict, runtime: str | None) -
              if runtime in by_runtime and by_runtime[runtime][1].median_s > 0]
     rates += [rebuilt.stage_flops(i) / t.median_s for (i, r), t in unsplit.items() if r == runtime and t.median_s > 0]
     return {"class": "cpu", "peak_flops": max([r for r in rates if r > 0], default=1e9),
-            "memory_bytes": _memory_bytes(), "memory_bandwidth_bytes_per_s": _copy_bandwidth(), "backend": "tvm-x86"}
+            "memory_bytes": memory_bytes(), "memory_bandwidth_bytes_per_s": copy_bandwidth(), "backend": "tvm-x86"}
 
 
 def _local_device(figures: dict) -> Device:
@@ -505,7 +505,7 @@ def _attribute(items: Layers, timing: Timing, device: Device) -> list[tuple[fx.N
     members = {n.name for n, _, _ in items}
     costed = [(n, r) for n, r, _ in items if n.meta["layer"].kind not in FREE]
     model = CostModel()
-    weights = [model.latency(device, n.meta["layer"], r, None, fused=_fusable(n, members)) for n, r in costed]
+    weights = [model.latency(device, n.meta["layer"], r, None, fused=fusable(n, members)) for n, r in costed]
     if not sum(weights):
         weights = [1.0] * len(costed)
     total = sum(weights)

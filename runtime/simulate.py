@@ -22,6 +22,7 @@ from pathlib import Path
 from torch import fx
 
 from compiler.errors import HalocutError
+from compiler.ir import value_bytes
 from compiler.plan import Plan, Stage
 from passes.cut import compute_nodes
 from passes.halo import Region, compute_halos
@@ -186,7 +187,7 @@ class _Simulation:
         values: dict[str, list[Piece]] = {}
         for node in self.gm.graph.nodes:
             if node.op == "placeholder":
-                values[node.name] = [Piece(requester, None, _full_region(node), _bytes(node))]
+                values[node.name] = [Piece(requester, None, full_region(node), value_bytes(node))]
         for index, stage in enumerate(self.plan.stages):
             if stage.kind == "single":
                 self._single(request, index, stage, values)
@@ -204,7 +205,7 @@ class _Simulation:
     def _gather(self, request: int, consumer: _Item, pieces: list[Piece], region: Region | None, what: str) -> None:
         """Make ``consumer`` wait for the parts of ``pieces`` it needs, sent to its device."""
         for piece in pieces:
-            size = _overlap_bytes(piece, region)
+            size = overlap_bytes(piece, region)
             if size <= 0:
                 continue
             if piece.device == consumer.device:
@@ -233,7 +234,8 @@ class _Simulation:
         for source in self._inputs_of(list(stage.nodes)):
             self._gather(request, task, values[source], None, source)
         for name in stage.nodes:
-            values[name] = [Piece(device.name, task.id, _full_region(self.nodes[name]), _bytes(self.nodes[name]))]
+            node = self.nodes[name]
+            values[name] = [Piece(device.name, task.id, full_region(node), value_bytes(node))]
 
     def _spatial(self, request: int, index: int, stage: Stage, values: dict) -> None:
         volume = sorted((self.nodes[n] for n in stage.nodes), key=lambda n: self.order[n.name])
@@ -256,10 +258,10 @@ class _Simulation:
                 for source in read:  # values from earlier hops of this tile come from the hop that made them
                     if source in members and hop_of[source] < h:
                         maker = tasks[hop_of[source]]
-                        size = _bytes(self.nodes[source], needs[source])
+                        size = value_bytes(self.nodes[source], needs[source])
                         self._gather(request, task, [Piece(maker.device, maker.id, None, size)], None, source)
                 tasks.append(task)
-            pieces.append(Piece(tasks[-1].device, tasks[-1].id, tile.region, _bytes(last, tile.region)))
+            pieces.append(Piece(tasks[-1].device, tasks[-1].id, tile.region, value_bytes(last, tile.region)))
         values[last.name] = pieces
 
     def _fc(self, request: int, index: int, stage: Stage, values: dict) -> None:
@@ -278,7 +280,7 @@ class _Simulation:
             self._gather(request, task, [Piece(p.device, p.item, p.region, p.size_bytes * input_share)
                                          for p in values[source]], None, source)
             out_share = share if stage.mode == "model" else 1.0
-            pieces.append(Piece(device.name, task.id, None, _bytes(last) * out_share))
+            pieces.append(Piece(device.name, task.id, None, value_bytes(last) * out_share))
         for node in nodes:
             values[node.name] = pieces
 
@@ -428,26 +430,17 @@ class _RunState:
                 self.ready(other)
 
 
-def _bytes(node: fx.Node, region: Region | None = None) -> float:
-    layer = node.meta.get("layer")
-    meta = node.meta.get("tensor_meta")
-    total = layer.output_bytes if layer is not None else meta.shape.numel() * 4
-    if region is None:
-        return float(total)
-    height, width = tuple(meta.shape)[-2:]
-    return total * region.height * region.width / float(height * width)
-
-
-def _full_region(node: fx.Node) -> Region | None:
+def full_region(node: fx.Node) -> Region | None:
+    """All of a feature map, or None for a value that is not one (a vector: moved whole)."""
     shape = tuple(getattr(node.meta.get("tensor_meta"), "shape", ()))
     return Region.full(shape) if len(shape) == 4 else None
 
 
-def _overlap_bytes(piece: Piece, region: Region | None) -> float:
+def overlap_bytes(piece, region: Region | None) -> float:
+    """Bytes of ``piece`` (anything with ``region`` and ``size_bytes``) that ``region`` reads."""
     if region is None or piece.region is None:
         return piece.size_bytes
-    overlap = Region((max(piece.region.rows[0], region.rows[0]), min(piece.region.rows[1], region.rows[1])),
-                     (max(piece.region.cols[0], region.cols[0]), min(piece.region.cols[1], region.cols[1])))
+    overlap = piece.region.intersect(region)
     if overlap.is_empty():
         return 0.0
     return piece.size_bytes * overlap.height * overlap.width / float(piece.region.height * piece.region.width)

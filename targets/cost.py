@@ -104,11 +104,11 @@ class CostModel:
             region = regions.get(node.name) if regions else None
             if region is not None and region.is_empty():
                 continue
-            total += self.latency(device, layer, region, node.name, fused=_fusable(node, members))
+            total += self.latency(device, layer, region, node.name, fused=fusable(node, members))
         return total
 
 
-def _fusable(node: fx.Node, members: set[str]) -> bool:
+def fusable(node: fx.Node, members: set[str]) -> bool:
     sources = [n for n in node.all_input_nodes if n.op != "get_attr"]
     return (len(sources) == 1 and sources[0].name in members and len(sources[0].users) == 1
             and sources[0].meta.get("layer") is not None and sources[0].meta["layer"].kind in

@@ -44,7 +44,7 @@ def profile_model(model: str, input_shape: tuple[int, ...] | None = None, runtim
         raise HalocutError(f"runtime '{runtime}': expected one of {', '.join(RUNTIMES)}")
     loaded = prepare_model(model, input_shape)
     graph = loaded.graph
-    values = _record_values(graph, torch.randn(loaded.input_shape))
+    values = record_values(graph, torch.randn(loaded.input_shape))
     nodes = [n for n in compute_nodes(graph) if n.meta["layer"].kind not in FREE]
     layers = {}
     timer = _Timer(runtime, repeats, warmup)
@@ -56,9 +56,9 @@ def profile_model(model: str, input_shape: tuple[int, ...] | None = None, runtim
     best = max((e["flops"] / e["latency_s"] for e in layers.values() if e["flops"] and e["latency_s"] > 0),
                default=1e9)
     return {"format": FORMAT, "device": "local", "runtime": runtime, "model": loaded.name,
-            "input_shape": list(loaded.input_shape), "host": _host(),
-            "device_figures": {"class": "cpu", "peak_flops": best, "memory_bytes": _memory_bytes(),
-                               "memory_bandwidth_bytes_per_s": _copy_bandwidth(), "backend": "tvm-x86"},
+            "input_shape": list(loaded.input_shape), "host": host_info(),
+            "device_figures": {"class": "cpu", "peak_flops": best, "memory_bytes": memory_bytes(),
+                               "memory_bandwidth_bytes_per_s": copy_bandwidth(), "backend": "tvm-x86"},
             "layers": layers}
 
 
@@ -71,7 +71,7 @@ def write_profile(profile: dict, path: str | Path) -> Path:
     return path
 
 
-def _record_values(graph: fx.GraphModule, x: torch.Tensor) -> dict[str, object]:
+def record_values(graph: fx.GraphModule, x: torch.Tensor) -> dict[str, object]:
     values: dict[str, object] = {}
 
     class Recorder(fx.Interpreter):
@@ -161,19 +161,19 @@ class _Timer:
         return lambda: session.run(None, feed)
 
 
-def _host() -> dict:
+def host_info() -> dict:
     return {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
 
 
-def _memory_bytes() -> float:
+def memory_bytes() -> float:
     try:
         return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     except (ValueError, OSError, AttributeError):
         return 8e9
 
 
-def _copy_bandwidth() -> float:
+def copy_bandwidth() -> float:
     """Bytes per second a large tensor copy moves (read + write), the best of a few tries."""
     source = torch.ones(16 * 1024 * 1024)
     target = torch.empty_like(source)

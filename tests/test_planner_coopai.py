@@ -2,17 +2,17 @@
 
 import numpy as np
 import pytest
+from conftest import ROOT
 from torch import nn
 
 from compiler.frontend import load_model
-from compiler.ir import annotate_layers
+from compiler.ir import annotate_layers, value_bytes
 from compiler.prepare import prepare_model
-from conftest import ROOT
 from passes.halo import compute_halos
 from passes.planning import get_planner
 from passes.planning.coopai import code_devices, recurrence, solve
 from passes.planning.coopai_blocks import Blocks
-from passes.planning.coopai_units import bandwidths, coopai_units, grid_regions, value_bytes
+from passes.planning.coopai_units import bandwidths, coopai_units, grid_regions
 from runtime.reference import verify_plan
 from targets.cost import CostModel
 from targets.topology import load_topology

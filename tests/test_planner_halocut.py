@@ -12,7 +12,7 @@ from conftest import ROOT
 from passes.cut import compute_nodes
 from passes.halo import Region, compute_halos
 from passes.planning import PLANNERS, get_planner
-from passes.planning.halocut import _Search
+from passes.planning.boundary_dp import BoundarySearch
 from passes.planning.volume_cost import VolumeTables, min_max_split
 from runtime.reference import verify_plan
 from runtime.simulate import simulate
@@ -48,7 +48,7 @@ def test_row_tables_agree_with_the_halo_pass_for_a_centred_tile():
 def test_rows_go_where_they_finish_soonest_and_slow_devices_may_get_none():
     prepared = prepare_model("vgg11", (1, 3, 128, 128))
     topology = load_topology(ROOT / "examples/topologies/distredge-dc.yaml")  # Xavier, TX2, Nano, Pi 3
-    search = _Search(prepared.graph, topology, topology.compute_devices(), CostModel())
+    search = BoundarySearch(prepared.graph, topology, topology.compute_devices(), CostModel())
     features = max(j for j in search.positions if j > 0 and search.is_volume(0, j))  # up to the last pool
     finish, rows = search.volume(0, features, topology.requester.name, True)
     share = dict(rows)

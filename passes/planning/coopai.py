@@ -40,12 +40,12 @@ from dataclasses import dataclass
 from torch import fx
 
 from compiler.errors import HalocutError
+from compiler.ir import value_bytes
 from compiler.plan import Cluster, Hop, Plan, Stage, Tile
 from passes.cut import compute_nodes
 from passes.planning import register
 from passes.planning.coopai_blocks import Blocks
-from passes.planning.coopai_units import (INF, Unit, bandwidths, coopai_units, feature_ranges, grid_regions,
-                                          value_bytes)
+from passes.planning.coopai_units import INF, Unit, bandwidths, coopai_units, feature_ranges, grid_regions
 from targets.cost import CostModel
 from targets.topology import Device, Topology
 

@@ -30,9 +30,10 @@ from functools import cached_property
 
 from torch import fx
 
+from compiler.ir import value_bytes
 from passes.cut import compute_nodes
 from passes.halo import EMPTY, Region, halo_rule, tensor_inputs
-from passes.planning.coopai_units import INF, Unit, feature_ranges, grid_regions, overlap, value_bytes
+from passes.planning.coopai_units import INF, Unit, feature_ranges, grid_regions
 from targets.cost import CostModel
 from targets.topology import Device
 
@@ -201,9 +202,9 @@ class Blocks:
                 return None
             for t in range(k):
                 mine = held[t] if held else EMPTY
-                moved[t] += _area_bytes(source, needs[t]) - _area_bytes(source, overlap(needs[t], mine))
+                moved[t] += _area_bytes(source, needs[t]) - _area_bytes(source, needs[t].intersect(mine))
                 if held:
-                    moved[t] += sum(_area_bytes(source, overlap(mine, needs[o])) for o in range(k) if o != t)
+                    moved[t] += sum(_area_bytes(source, mine.intersect(needs[o])) for o in range(k) if o != t)
         return moved
 
     def _layout(self, source: fx.Node, k: int) -> list[Region] | None:

@@ -18,7 +18,7 @@ from torch import fx
 
 from compiler.errors import HalocutError
 from passes.halo import Region, halo_rule, tensor_inputs
-from passes.planning.layerwise import _splittable, layer_groups, split_rows
+from passes.planning.layerwise import splittable, layer_groups, split_rows
 from passes.slice import check_fc
 from targets.topology import Device, Topology
 
@@ -49,7 +49,7 @@ def coopai_units(graph: fx.GraphModule) -> list[Unit]:
 
 def _tileable(node: fx.Node) -> bool:
     """Whether a node can be cut into tiles (its halo rule takes its attributes)."""
-    if not _splittable(node):
+    if not splittable(node):
         return False
     layer = node.meta["layer"]
     try:
@@ -116,19 +116,3 @@ def bandwidths(topology: Topology, hub: str, devices: list[Device]) -> list[floa
             rate = min(rate, own)
         rates.append(rate)
     return rates
-
-
-def value_bytes(node: fx.Node, region: Region | None = None) -> float:
-    """Float32 bytes of a node's value, or of a region of it."""
-    shape = tuple(node.meta["tensor_meta"].shape)
-    total = 4.0
-    for dim in shape:
-        total *= dim
-    if region is None:
-        return total
-    return total * region.height * region.width / float(shape[-2] * shape[-1])
-
-
-def overlap(a: Region, b: Region) -> Region:
-    return Region((max(a.rows[0], b.rows[0]), min(a.rows[1], b.rows[1])),
-                  (max(a.cols[0], b.cols[0]), min(a.cols[1], b.cols[1])))

@@ -41,12 +41,13 @@ import torch
 from torch import fx
 
 from compiler.errors import HalocutError
+from compiler.ir import value_bytes
 from compiler.plan import Plan, single_device_plan
 from passes.cut import compute_nodes
 from passes.halo import Region, compute_halos
 from passes.planning import register
-from passes.planning.distredge_env import Parts, SplitProblem, Volume, osds, outside_inputs, value_bytes
-from passes.planning.layerwise import _splittable, layer_groups, split_rows
+from passes.planning.distredge_env import Parts, SplitProblem, Volume, osds, outside_inputs
+from passes.planning.layerwise import splittable, layer_groups, split_rows
 from runtime.simulate import simulate
 from targets.cost import CostModel, region_fraction
 from targets.topology import Topology
@@ -127,7 +128,7 @@ def layout(graph: fx.GraphModule) -> list[Block]:
     blocks: list[Block] = []
     run: list[list[fx.Node]] = []
     for group in [*layer_groups(graph), None]:
-        if group is not None and all(_splittable(n) for n in group):
+        if group is not None and all(splittable(n) for n in group):
             run.append(group)
             continue
         segments, current = [], []

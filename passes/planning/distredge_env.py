@@ -26,9 +26,10 @@ from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.utils import update_learning_rate
 from torch import fx
 
+from compiler.ir import value_bytes
 from compiler.plan import Hop, Plan, Stage, Tile
 from passes.halo import Region, compute_halos
-from runtime.simulate import simulate
+from runtime.simulate import full_region, overlap_bytes, simulate
 from targets.cost import CostModel
 from targets.topology import Topology
 
@@ -126,7 +127,7 @@ class SplitProblem:
 
     def start(self) -> Progress:
         requester = self.topology.requester.name
-        held = {n.name: [Piece(requester, _full(n), 0.0, value_bytes(n))] for n in self.graph.graph.nodes
+        held = {n.name: [Piece(requester, full_region(n), 0.0, value_bytes(n))] for n in self.graph.graph.nodes
                 if n.op == "placeholder"}
         progress = Progress({d: 0.0 for d in self.providers}, held)
         self._singles(progress)
@@ -157,7 +158,7 @@ class SplitProblem:
             finish = max(arrival, progress.ready_s[device]) + self.compute_s(device, index, None)
             progress.ready_s[device] = finish
             for node in self.volumes[index].nodes:
-                progress.held[node.name] = [Piece(device, _full(node), finish, value_bytes(node))]
+                progress.held[node.name] = [Piece(device, full_region(node), finish, value_bytes(node))]
             progress.singles[index] = device
             progress.next += 1
 
@@ -174,7 +175,7 @@ class SplitProblem:
 
     def _arrival(self, pieces: list[Piece], device: str, region: Region | None) -> float:
         return max((p.ready_s + self.transfer_s(p.device, device, size) for p in pieces
-                    if (size := _overlap_bytes(p, region)) > 0), default=0.0)
+                    if (size := overlap_bytes(p, region)) > 0), default=0.0)
 
     def estimate_s(self, splits: tuple[Parts, ...]) -> tuple[float, Progress]:
         """The incremental model's end-to-end latency (outputs back at the requester), and its final state."""
@@ -313,25 +314,3 @@ def _output_nodes(graph: fx.GraphModule) -> list[fx.Node]:
     outputs: list[fx.Node] = []
     fx.node.map_arg(returned, outputs.append)
     return outputs
-
-
-def value_bytes(node: fx.Node, region: Region | None = None) -> float:
-    """Bytes of a value, or of a region of a feature map (as the simulator counts them)."""
-    layer, shape = node.meta.get("layer"), tuple(node.meta["tensor_meta"].shape)
-    total = float(layer.output_bytes if layer is not None else math.prod(shape) * 4)
-    return total if region is None else total * region.height * region.width / float(shape[-2] * shape[-1])
-
-
-def _full(node: fx.Node) -> Region | None:
-    shape = tuple(getattr(node.meta.get("tensor_meta"), "shape", ()))
-    return Region.full(shape) if len(shape) == 4 else None
-
-
-def _overlap_bytes(piece: Piece, region: Region | None) -> float:
-    if region is None or piece.region is None:
-        return piece.size_bytes
-    overlap = Region((max(piece.region.rows[0], region.rows[0]), min(piece.region.rows[1], region.rows[1])),
-                     (max(piece.region.cols[0], region.cols[0]), min(piece.region.cols[1], region.cols[1])))
-    if overlap.is_empty():
-        return 0.0
-    return piece.size_bytes * overlap.height * overlap.width / float(piece.region.height * piece.region.width)

@@ -33,10 +33,10 @@ from functools import lru_cache
 import numpy as np
 from torch import fx
 
-from compiler.errors import HalocutError
+from compiler.ir import value_bytes
 from compiler.plan import Hop, Plan, Stage, Tile
 from passes.cut import compute_nodes
-from passes.halo import HALO_RULES, WHOLE_INPUT_KINDS, Region, compute_halos, halo_rule
+from passes.halo import Region, compute_halos, has_halo_rule
 from passes.planning.cuts import crossing
 from passes.planning.layerwise import split_rows
 from targets.cost import POINTWISE, CostModel
@@ -84,7 +84,7 @@ def fused_units(graph: fx.GraphModule) -> tuple[list[list[str]], list[str]]:
     units, start = [], 0
     for stop in [*bounds, len(nodes)]:
         unit = nodes[start:stop]
-        if not all(_splittable(n) for n in unit):
+        if not all(has_halo_rule(n) for n in unit):
             break
         units.append([n.name for n in unit])
         start = stop
@@ -98,17 +98,6 @@ def _chain_position(graph: fx.GraphModule, nodes: list[fx.Node], k: int) -> bool
     return any(s is nodes[k - 1] for n in nodes[k:] for s in n.all_input_nodes)
 
 
-def _splittable(node: fx.Node) -> bool:
-    layer = node.meta["layer"]
-    if layer.kind not in HALO_RULES or layer.kind in WHOLE_INPUT_KINDS or len(layer.output_shape) != 4:
-        return False
-    try:
-        halo_rule(node)
-    except HalocutError:
-        return False
-    return True
-
-
 def choose_ends(graph: fx.GraphModule, topology: Topology, cost: CostModel) -> Ends | None:
     """The requester and the other computing device that runs the whole model soonest (input sent to it)."""
     requester = topology.requester
@@ -116,7 +105,7 @@ def choose_ends(graph: fx.GraphModule, topology: Topology, cost: CostModel) -> E
     if not others:
         return None
     nodes = compute_nodes(graph)
-    input_bytes = sum(_bytes(n) for n in graph.graph.nodes if n.op == "placeholder")
+    input_bytes = sum(value_bytes(n) for n in graph.graph.nodes if n.op == "placeholder")
 
     def offload_s(device) -> float:
         return _send_s(topology.route(requester.name, device.name), input_bytes) + cost.nodes_latency(device, nodes)
@@ -144,32 +133,21 @@ def fused_case(graph: fx.GraphModule, units: list[list[str]], length: int, count
         needs = compute_halos(volume, region)
         on_end = [cost.nodes_latency(end, unit, needs) if ends.local else 0.0 for unit in unit_nodes]
         on_server = [cost.nodes_latency(server, unit, needs) for unit in unit_nodes]
-        send = [sum(_send_s(there, _bytes(s, needs[s.name])) for s in inputs)]  # one message per input
-        send += [_send_s(there, _bytes(unit[-1], needs[unit[-1].name])) for unit in unit_nodes[:-1]]
-        send += [_send_s(there, _bytes(last, region)) if rest else 0.0]
+        send = [sum(_send_s(there, value_bytes(s, needs[s.name])) for s in inputs)]  # one message per input
+        send += [_send_s(there, value_bytes(unit[-1], needs[unit[-1].name])) for unit in unit_nodes[:-1]]
+        send += [_send_s(there, value_bytes(last, region)) if rest else 0.0]
         paths.append(PathCost(region, tuple(float(sum(on_end[:k])) for k in range(length + 1)), tuple(send),
                               tuple(float(sum(on_server[k:])) for k in range(length + 1)),
-                              0.0 if rest else _send_s(back, _bytes(last, region))))
+                              0.0 if rest else _send_s(back, value_bytes(last, region))))
     outputs = [n for n in graph.graph.nodes if n.op == "output"][0].all_input_nodes
     return FusedCase(length, tuple(paths), tuple(range(length + 1)) if ends.local else (0,),
                      cost.nodes_latency(server, rest) if rest else 0.0,
-                     sum(_send_s(back, _bytes(n)) for n in outputs) if rest else 0.0, bool(rest))
+                     sum(_send_s(back, value_bytes(n)) for n in outputs) if rest else 0.0, bool(rest))
 
 
 def _send_s(route: list[Link], size_bytes: float) -> float:
     """One message alone along a route, stored and forwarded at every hop (none when it is empty)."""
     return sum(link.transfer_s(size_bytes) for link in route) if size_bytes > 0 else 0.0
-
-
-def _bytes(node: fx.Node, region: Region | None = None) -> float:
-    """A value's bytes, or its region's share of them (as the simulator counts)."""
-    layer = node.meta.get("layer")
-    meta = node.meta["tensor_meta"]
-    total = float(layer.output_bytes if layer is not None else meta.shape.numel() * 4)
-    if region is None:
-        return total
-    height, width = tuple(meta.shape)[-2:]
-    return total * region.height * region.width / float(height * width)
 
 
 def fused_plan(graph: fx.GraphModule, model: str, input_shape: tuple[int, ...], units: list[list[str]],

@@ -18,7 +18,7 @@ from torch import fx
 from compiler.errors import HalocutError
 from compiler.plan import Hop, Plan, Stage, Tile
 from passes.cut import compute_nodes
-from passes.halo import HALO_RULES, Region, WHOLE_INPUT_KINDS
+from passes.halo import Region, has_halo_rule
 from passes.planning import register
 from targets.cost import POINTWISE, CostModel
 from targets.topology import Device, Topology
@@ -32,17 +32,16 @@ def layer_groups(graph: fx.GraphModule) -> list[list[fx.Node]]:
         previous = groups[-1][-1] if groups else None
         sources = [s for s in node.all_input_nodes if s.op != "get_attr"]
         if (kind in POINTWISE and previous is not None and sources == [previous] and len(previous.users) == 1
-                and _splittable(previous) == _splittable(node)):
+                and splittable(previous) == splittable(node)):
             groups[-1].append(node)
         else:
             groups.append([node])
     return groups
 
 
-def _splittable(node: fx.Node) -> bool:
-    layer = node.meta["layer"]
-    return (layer.kind in HALO_RULES and layer.kind not in WHOLE_INPUT_KINDS and len(layer.output_shape) == 4
-            and layer.output_shape[-2] > 1)
+def splittable(node: fx.Node) -> bool:
+    """A node tiles by rows: it has a halo rule and more than one output row."""
+    return has_halo_rule(node) and node.meta["layer"].output_shape[-2] > 1
 
 
 def split_rows(height: int, weights: dict[str, float]) -> list[tuple[str, int, int]]:
@@ -74,7 +73,7 @@ def layerwise_plan(graph: fx.GraphModule, model: str, input_shape: tuple[int, ..
     for group in layer_groups(graph):
         names = tuple(n.name for n in group)
         last = group[-1]
-        if not all(_splittable(n) for n in group):
+        if not all(splittable(n) for n in group):
             stages.append(Stage("single", names, device=best))
             continue
         height, width = last.meta["layer"].output_shape[-2:]

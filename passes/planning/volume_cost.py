@@ -28,9 +28,9 @@ from __future__ import annotations
 import numpy as np
 from torch import fx
 
-from compiler.errors import HalocutError
-from passes.halo import Region, halo_rule, tensor_inputs
-from targets.cost import POINTWISE, CostModel, _fusable, analytic_latency_share
+from compiler.ir import value_bytes
+from passes.halo import Region, halo_rule, has_halo_rule, tensor_inputs
+from targets.cost import POINTWISE, CostModel, fusable, analytic_latency_share
 from targets.topology import Device
 
 
@@ -48,16 +48,8 @@ def height(node: fx.Node) -> int:
     return shape[2] if len(shape) == 4 else 1
 
 
-def tensor_bytes(node: fx.Node) -> float:
-    """Bytes of a node's output (float32 for the model input)."""
-    layer = node.meta.get("layer")
-    if layer is not None:
-        return float(layer.output_bytes)
-    return 4.0 * float(np.prod(tuple(getattr(node.meta.get("tensor_meta"), "shape", ()))))
-
-
 def row_bytes(node: fx.Node) -> float:
-    return tensor_bytes(node) / height(node)
+    return value_bytes(node) / height(node)
 
 
 class VolumeTables:
@@ -68,7 +60,7 @@ class VolumeTables:
         self.kinds = {device_key(d): d for d in devices}
         self.rows_in: dict[tuple[str, str, str], np.ndarray] = {}
         self.latency: dict[tuple[str, tuple], np.ndarray] = {}
-        for node in (n for n in nodes if _has_rule(n)):
+        for node in (n for n in nodes if has_halo_rule(n)):
             for source in tensor_inputs(node):
                 if len(tuple(source.meta["tensor_meta"].shape)) == 4:
                     for anchor in ANCHORS:
@@ -99,21 +91,10 @@ class VolumeTables:
         total = np.zeros(height(volume[-1]) + 1)
         for node in volume:
             layer = node.meta.get("layer")
-            if layer is None or (layer.kind in POINTWISE and _fusable(node, members)):
+            if layer is None or (layer.kind in POINTWISE and fusable(node, members)):
                 continue
             total += self.node_latency(node, key)[needs[node.name]]
         return total
-
-
-def _has_rule(node: fx.Node) -> bool:
-    layer = node.meta.get("layer")
-    if layer is None or layer.kind == "size" or len(layer.output_shape) != 4:
-        return False
-    try:
-        halo_rule(node)
-    except HalocutError:
-        return False
-    return True
 
 
 def _rows_read(node: fx.Node, source: fx.Node, anchor: str) -> np.ndarray:

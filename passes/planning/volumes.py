@@ -26,7 +26,7 @@ from compiler.plan import Hop, Stage, Tile
 from passes.cut import compute_nodes
 from passes.halo import Region
 from passes.planning.cuts import crossing
-from passes.planning.layerwise import _splittable, layer_groups, split_rows
+from passes.planning.layerwise import splittable, layer_groups, split_rows
 from passes.slice import check_single_output
 from targets.topology import Device, Topology
 
@@ -49,11 +49,11 @@ def segments(graph: fx.GraphModule) -> list[Segment]:
     """The graph's layer groups cut where splittability changes."""
     result: list[Segment] = []
     for group in layer_groups(graph):
-        splittable = all(_splittable(n) for n in group)
-        if result and result[-1].splittable == splittable:
-            result[-1] = Segment((*result[-1].groups, tuple(group)), splittable)
+        tiles = all(splittable(n) for n in group)
+        if result and result[-1].splittable == tiles:
+            result[-1] = Segment((*result[-1].groups, tuple(group)), tiles)
         else:
-            result.append(Segment((tuple(group),), splittable))
+            result.append(Segment((tuple(group),), tiles))
     return result
 
 
