@@ -14,11 +14,11 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
-from torch import fx
 
 from backends.base import sha256
 from compiler.errors import HalocutError
 from compiler.schema import check, shipped_validator
+from passes.cut import output_nodes
 from passes.halo import Region
 from runtime.names import parse_part_name, part_name
 
@@ -162,9 +162,7 @@ def _origin(c, name: str, input_name: str, sources: dict) -> list[dict]:
 def _destinations(c, part: str, output: str, consumers: dict[tuple[str, str], list[dict]]) -> list[dict]:
     """Consumers of a part's output; the model's own outputs also go back to the requester."""
     targets = list({(d["device"], d["part"]): d for d in consumers.get((part, output), [])}.values())
-    (returned,) = [n.args[0] for n in c.graph.graph.nodes if n.op == "output"]
-    finals: list[str] = []
-    fx.node.map_arg(returned, lambda n: finals.append(n.name))
+    finals = [n.name for n in output_nodes(c.graph)]
     if output in finals and parse_part_name(part).kind != "cluster":
         targets.append({"device": c.topology.requester.name, "part": None})
     return targets

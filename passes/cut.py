@@ -45,6 +45,14 @@ def compute_nodes(graph_module: fx.GraphModule) -> list[fx.Node]:
     return [n for n in graph_module.graph.nodes if n.op in COMPUTE_OPS]
 
 
+def output_nodes(graph_module: fx.GraphModule) -> list[fx.Node]:
+    """The nodes whose values the graph returns, in the order it returns them."""
+    (returned,) = [n.args[0] for n in graph_module.graph.nodes if n.op == "output"]
+    outputs: list[fx.Node] = []
+    fx.node.map_arg(returned, outputs.append)
+    return outputs
+
+
 def cut_stages(graph_module: fx.GraphModule,
                partition: Callable[[fx.Node], int] | Sequence[str]) -> list[StagePart]:
     """Cut into stages by a callback ``node -> stage index`` or after each named boundary node."""

@@ -20,6 +20,7 @@ import numpy as np
 
 from backends.manifest import load_manifest
 from compiler.errors import HalocutError
+from passes.cut import output_nodes
 from runtime.flow import Flow, flow_from_manifest, run_local
 
 
@@ -163,16 +164,13 @@ def reference_for(flow: Flow, build: Path, model: str | None, weights):
     import torch
 
     from compiler.prepare import prepare_model
-    from torch import fx
 
     try:
         prepared = prepare_model(model or flow.model, flow.input_shape, weights)
     except HalocutError as error:
         return (_local_reference(flow, build, str(error)),
                 f"in-process executor of the same artifacts (the model does not load here: {error})")
-    (returned,) = [n.args[0] for n in prepared.graph.graph.nodes if n.op == "output"]
-    names: list[str] = []
-    fx.node.map_arg(returned, lambda n: names.append(n.name))
+    names = [n.name for n in output_nodes(prepared.graph)]
     built = sorted({final.name for final in flow.finals})
     if sorted(names) != built:
         raise HalocutError(f"model '{model or flow.model}' returns {names}, the build {built}")

@@ -24,7 +24,7 @@ from torch import fx
 from compiler.errors import HalocutError
 from compiler.ir import value_bytes
 from compiler.plan import Plan, Stage
-from passes.cut import compute_nodes
+from passes.cut import compute_nodes, output_nodes
 from passes.halo import Region, compute_halos
 from runtime.names import part_name
 from targets.cost import CostModel, efficiency_of
@@ -195,11 +195,8 @@ class _Simulation:
                 self._spatial(request, index, stage, values)
             else:
                 self._fc(request, index, stage, values)
-        (returned,) = [n.args[0] for n in self.gm.graph.nodes if n.op == "output"]
-        outputs = []
-        fx.node.map_arg(returned, outputs.append)
         sink = self._new(request, "compute", "deliver", device=requester, duration_s=0.0)
-        for node in outputs:
+        for node in output_nodes(self.gm):
             self._gather(request, sink, values[node.name], None, f"output {node.name}")
 
     def _gather(self, request: int, consumer: _Item, pieces: list[Piece], region: Region | None, what: str) -> None:

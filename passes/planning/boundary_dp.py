@@ -20,7 +20,7 @@ from torch import fx
 from compiler.errors import HalocutError
 from compiler.ir import value_bytes
 from compiler.plan import Cluster, Hop, Plan, Stage, Tile
-from passes.cut import compute_nodes
+from passes.cut import compute_nodes, output_nodes
 from passes.halo import Region
 from passes.planning.cuts import crossing
 from passes.planning.layerwise import layer_groups, split_rows, splittable
@@ -351,10 +351,7 @@ class BoundarySearch:
                 yield Step(i, j, self.requester if gathered else SPREAD, rows=rows), price
 
     def output_bytes(self) -> float:
-        (returned,) = [n.args[0] for n in self.graph.graph.nodes if n.op == "output"]
-        outputs: list[fx.Node] = []
-        fx.node.map_arg(returned, outputs.append)
-        return sum(value_bytes(n) for n in outputs)
+        return sum(value_bytes(n) for n in output_nodes(self.graph))
 
 
 def _anchor(first: int, end: int, total: int) -> str:

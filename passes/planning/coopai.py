@@ -42,7 +42,7 @@ from torch import fx
 from compiler.errors import HalocutError
 from compiler.ir import value_bytes
 from compiler.plan import Cluster, Hop, Plan, Stage, Tile
-from passes.cut import compute_nodes
+from passes.cut import compute_nodes, output_nodes
 from passes.planning import register
 from passes.planning.coopai_blocks import Blocks
 from passes.planning.coopai_units import INF, Unit, bandwidths, coopai_units, feature_ranges, grid_regions
@@ -121,10 +121,7 @@ def solve(graph: fx.GraphModule, topology: Topology, cost: CostModel,
 def _one_device(graph: fx.GraphModule, device: Device, rate_bps: float, cost: CostModel) -> float:
     """T_L^1: the input in, every layer, the output out."""
     inputs = [n for n in graph.graph.nodes if n.op == "placeholder"]
-    (returned,) = [n.args[0] for n in graph.graph.nodes if n.op == "output"]
-    outputs: list[fx.Node] = []
-    fx.node.map_arg(returned, outputs.append)
-    moved = sum(value_bytes(n) for n in inputs + outputs)
+    moved = sum(value_bytes(n) for n in inputs + output_nodes(graph))
     return cost.nodes_latency(device, compute_nodes(graph)) + moved * 8.0 / rate_bps
 
 

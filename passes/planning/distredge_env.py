@@ -28,6 +28,7 @@ from torch import fx
 
 from compiler.ir import value_bytes
 from compiler.plan import Hop, Plan, Stage, Tile
+from passes.cut import output_nodes
 from passes.halo import Region, compute_halos
 from runtime.simulate import full_region, overlap_bytes, simulate
 from targets.cost import CostModel
@@ -183,7 +184,7 @@ class SplitProblem:
         for parts in splits:
             self.advance(progress, parts)
         requester = self.topology.requester.name
-        outputs = [n.name for n in _output_nodes(self.graph)]
+        outputs = [n.name for n in output_nodes(self.graph)]
         end = max(self._arrival(progress.held[name], requester, None) for name in outputs)
         return max(end, max((p.ready_s for name in outputs for p in progress.held[name]), default=0.0)), progress
 
@@ -307,10 +308,3 @@ def outside_inputs(nodes) -> list[str]:
     members = {n.name for n in nodes}
     return list(dict.fromkeys(s.name for n in nodes for s in n.all_input_nodes
                               if s.op != "get_attr" and s.name not in members))
-
-
-def _output_nodes(graph: fx.GraphModule) -> list[fx.Node]:
-    (returned,) = [n.args[0] for n in graph.graph.nodes if n.op == "output"]
-    outputs: list[fx.Node] = []
-    fx.node.map_arg(returned, outputs.append)
-    return outputs
