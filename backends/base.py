@@ -4,7 +4,7 @@ A backend module exposes::
 
     emit(part: Part, target: Target, out_dir: Path) -> Artifact   # write the part's executable
     runnable(target: Target) -> bool                              # can this machine run it?
-    load(artifact: Artifact, build_dir: Path) -> Runner            # a callable: list[np.ndarray] -> list[np.ndarray]
+    load(artifact: Artifact, build_dir: Path, threads=None) -> Runner  # list[np.ndarray] -> list[np.ndarray]
 
 ``Part`` is a standalone fx module with example inputs; ``Target`` says what to
 compile for (from the device catalog); ``Artifact`` is what ``emit`` wrote.
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import logging
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -25,9 +26,10 @@ import numpy as np
 import torch
 from torch import fx
 
-from compiler.errors import HalocutError
+from halocut.ir.errors import HalocutError
 
 BACKENDS = ("onnx", "tvm", "torch")
+logger = logging.getLogger(__name__)
 
 Runner = Callable[[list[np.ndarray]], list[np.ndarray]]
 
@@ -85,7 +87,7 @@ def backend(name: str):
     """The backend module of that name (``backends/<name>.py``); a wrong name lists the valid ones."""
     if name not in BACKENDS:
         raise HalocutError(f"unknown backend '{name}'; backends: {', '.join(BACKENDS)}")
-    return importlib.import_module(f"backends.{name}")
+    return importlib.import_module(f"{__package__}.{name}")
 
 
 def sha256(path: Path) -> str:
@@ -120,8 +122,10 @@ def cached_emit(emit: Callable[[Part, Target, Path], Artifact], part: Part, targ
         for name in names:
             shutil.copyfile(entry / name, out_dir / name.replace("PART", part.name))
         paths = [Path(n.replace("PART", part.name)) for n in names]
+        logger.info("%s: part '%s' (%s): cache hit %s", target.backend, part.name, target.describe(), key)
         return Artifact(part.name, target.backend, target, paths[0], tuple(paths[1:]))
     artifact = emit(part, target, out_dir)
+    logger.info("%s: part '%s' (%s): compiled, cached as %s", target.backend, part.name, target.describe(), key)
     staging = entry.with_name(entry.name + f".{os.getpid()}.tmp")
     staging.mkdir(parents=True, exist_ok=True)
     names = [p.as_posix().replace(part.name, "PART", 1) for p in (artifact.path, *artifact.extra)]

@@ -8,7 +8,7 @@ check, and only ops TensorRT implements (:data:`TENSORRT_OPS`); an FP16 variant
 >>> import torch, tempfile
 >>> from pathlib import Path
 >>> from torch import fx, nn
->>> from backends.base import Part, Target
+>>> from halocut.backends.base import Part, Target
 >>> part = Part("p", fx.symbolic_trace(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())), (torch.randn(1, 3, 8, 8),),
 ...             ("x",), ("y",))
 >>> out = Path(tempfile.mkdtemp())
@@ -29,8 +29,8 @@ import onnx_graphsurgeon as gs
 import onnxruntime
 import torch
 
-from backends.base import Artifact, Part, Runner, Target, cached_emit
-from compiler.errors import HalocutError
+from halocut.backends.base import Artifact, Part, Runner, Target, cached_emit
+from halocut.ir.errors import HalocutError, one_line
 
 OPSET = 17
 # Operators TensorRT 8.6+ parses (onnx-tensorrt operators.md); a part using anything else is refused.
@@ -45,7 +45,7 @@ TENSORRT_OPS = frozenset({
 
 
 def emit(part: Part, target: Target, out_dir: Path) -> Artifact:
-    """Emit through the build cache (see :func:`backends.base.cached_emit`)."""
+    """Emit through the build cache (see :func:`halocut.backends.base.cached_emit`)."""
     return cached_emit(_emit, part, target, out_dir, salt=f"{torch.__version__}/{onnx.__version__}")
 
 
@@ -71,9 +71,14 @@ def runnable(target: Target) -> bool:
     return True
 
 
-def load(artifact: Artifact, build_dir: Path) -> Runner:
+def load(artifact: Artifact, build_dir: Path, threads: int | None = None) -> Runner:
+    """An onnxruntime CPU session of the artifact; ``threads`` intra-op threads (None: onnxruntime's default,
+    every core, too many beside other actors on one machine)."""
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
     session = onnxruntime.InferenceSession(str(build_dir / artifact.path), options, providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
 
@@ -91,7 +96,7 @@ def _export(part: Part) -> onnx.ModelProto:
                               output_names=list(part.output_names), opset_version=OPSET, dynamo=False,
                               do_constant_folding=True)
     except Exception as error:
-        message = " ".join(str(error).split())[:240]
+        message = one_line(error)
         raise HalocutError(f"part '{part.name}': ONNX export failed: {message}") from None
     return onnx.load_from_string(buffer.getvalue())
 

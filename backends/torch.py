@@ -3,7 +3,7 @@
 >>> import torch, tempfile
 >>> from pathlib import Path
 >>> from torch import fx, nn
->>> from backends.base import Part, Target
+>>> from halocut.backends.base import Part, Target
 >>> part = Part("p", fx.symbolic_trace(nn.Sequential(nn.Conv2d(3, 4, 3))), (torch.randn(1, 3, 8, 8),), ("x",), ("y",))
 >>> out = Path(tempfile.mkdtemp())
 >>> load(emit(part, Target("torch"), out), out)([part.example_inputs[0].numpy()])[0].shape
@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from backends.base import Artifact, Part, Runner, Target, cached_emit
-from compiler.errors import HalocutError
+from halocut.backends.base import Artifact, Part, Runner, Target, cached_emit
+from halocut.ir.errors import HalocutError, one_line
 
 
 def emit(part: Part, target: Target, out_dir: Path) -> Artifact:
-    """Emit through the build cache (see :func:`backends.base.cached_emit`)."""
+    """Emit through the build cache (see :func:`halocut.backends.base.cached_emit`)."""
     return cached_emit(_emit, part, target, out_dir, salt=f"{torch.__version__}")
 
 
@@ -33,7 +33,7 @@ def _emit(part: Part, target: Target, out_dir: Path) -> Artifact:
         with torch.no_grad():
             program = torch.export.export(part.module, part.example_inputs)
     except Exception as error:
-        message = " ".join(str(error).split())[:240]
+        message = one_line(error)
         raise HalocutError(f"part '{part.name}': torch.export failed: {message}") from None
     path = Path(f"{part.name}.pt2")
     torch.export.save(program, out_dir / path)
@@ -44,7 +44,9 @@ def runnable(target: Target) -> bool:
     return True
 
 
-def load(artifact: Artifact, build_dir: Path) -> Runner:
+def load(artifact: Artifact, build_dir: Path, threads: int | None = None) -> Runner:
+    """The exported program as a callable. ``threads`` is torch's per process (``torch.set_num_threads``),
+    set by the caller that owns the process; it is accepted here for the common interface."""
     module = torch.export.load(build_dir / artifact.path).module()
 
     def run(inputs: list[np.ndarray]) -> list[np.ndarray]:

@@ -10,8 +10,9 @@ for eval-mode batch norm; it is only the fallback when export fails). ``emit`` w
 ``<out_dir>/<part>.<suffix>.so`` and returns an Artifact whose path is that file name, relative to
 ``out_dir``: the caller passes ``out_dir = build_dir/<device>`` and prefixes the device folder.
 
-Compiled libraries are cached by :func:`backends.base.graph_key` in ``$HALOCUT_CACHE/tvm`` (default
-``~/.cache/halocut/tvm``): emitting an unchanged part again copies the cached library.
+Compiled libraries go through the build cache every backend shares (:func:`halocut.backends.base.cached_emit`,
+``$HALOCUT_CACHE/tvm``, default ``~/.cache/halocut/tvm``): emitting an unchanged part again copies the cached
+library.
 
 CUDA. This TVM build has no CUDA runtime, so ``tvm.compile`` keeps the generated CUDA source in the
 library (the runtime would compile it when loaded, on the device). When this machine's ``nvcc`` can
@@ -38,14 +39,13 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from backends.base import Artifact, Part, Runner, Target, cache_root, graph_key
-from compiler.errors import HalocutError
+from halocut.backends.base import Artifact, Part, Runner, Target, cached_emit
+from halocut.ir.errors import HalocutError, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -66,11 +66,6 @@ def file_suffix(target: Target) -> str:
         return f"cuda-{spec.get('arch', 'native')}"
     arch = str(spec.get("mtriple", "x86_64")).split("-")[0]
     return "x86" if arch == "x86_64" else arch
-
-
-def cache_dir() -> Path:
-    """Where compiled libraries are cached: ``tvm/`` under :func:`backends.base.cache_root`."""
-    return cache_root() / "tvm"
 
 
 def runnable(target: Target) -> bool:
@@ -103,27 +98,28 @@ def emit(part: Part, target: Target, out_dir: Path, tuning_database: Path | None
     >>> bool(np.allclose(y, module(x).detach().numpy(), atol=1e-5))
     True
     """
-    spec = _target_dict(target)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{part.name}.{file_suffix(target)}.so"
-    cached = cache_dir() / f"{_cache_key(part, target, tuning_database)}.so"
-    if cached.exists():
-        shutil.copyfile(cached, path)
-        logger.info("tvm: part '%s' (%s): cache hit %s", part.name, target.describe(), cached.name)
-    else:
-        executable = _compile(part, spec, tuning_database)
-        _export(executable, path, spec, part.name)
-        _store(path, cached)
-        logger.info("tvm: part '%s' (%s): compiled, cached as %s", part.name, target.describe(), cached.name)
+    artifact = cached_emit(lambda p, t, o: _emit(p, t, o, tuning_database), part, target, out_dir,
+                           salt=_salt(target, tuning_database))
     extra = ()
     if tuning_database is not None and Path(tuning_database).resolve().is_relative_to(out_dir.resolve()):
         extra = (Path(tuning_database).resolve().relative_to(out_dir.resolve()),)
-    return Artifact(part=part.name, backend="tvm", target=target, path=Path(path.name), extra=extra)
+    return Artifact(part=part.name, backend="tvm", target=target, path=artifact.path, extra=extra)
 
 
-def load(artifact: Artifact, build_dir: Path) -> Runner:
+def _emit(part: Part, target: Target, out_dir: Path, tuning_database: Path | None) -> Artifact:
+    spec = _target_dict(target)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{part.name}.{file_suffix(target)}.so"
+    _export(_compile(part, spec, tuning_database), path, spec, part.name)
+    return Artifact(part=part.name, backend="tvm", target=target, path=Path(path.name))
+
+
+def load(artifact: Artifact, build_dir: Path, threads: int | None = None) -> Runner:
     """A callable running the artifact's library on this machine's CPU: list of arrays in, list out.
+
+    ``threads``: TVM's thread pool is per process (``TVM_NUM_THREADS``), set by the caller that owns the
+    process; it is accepted here for the common interface.
 
     The example of :func:`emit` emits a part and runs it.
     """
@@ -198,7 +194,7 @@ def tune(part: Part, target: Target, out_dir: Path, trials: int) -> Path:
                       builder=ms.builder.LocalBuilder(max_workers=1, timeout_sec=_WORKER_TIMEOUT_S),
                       runner=ms.runner.LocalRunner(timeout_sec=_WORKER_TIMEOUT_S))
     except Exception as error:  # noqa: BLE001
-        raise HalocutError(f"tvm: tuning part '{part.name}' failed: {_first_line(error)}") from error
+        raise HalocutError(f"tvm: tuning part '{part.name}' failed: {one_line(error, first=True)}") from error
     return work_dir
 
 
@@ -210,11 +206,12 @@ def _target_dict(target: Target) -> dict:
     return spec
 
 
-def _cache_key(part: Part, target: Target, tuning_database: Path | None) -> str:
+def _salt(target: Target, tuning_database: Path | None) -> str:
+    """What the build cache key adds to the part and target: TVM's version, whether CUDA code is a cubin or
+    source, and the tuning records applied."""
     import tvm
 
-    digest = hashlib.sha256(graph_key(part, target).encode())
-    digest.update(tvm.__version__.encode())
+    digest = hashlib.sha256(tvm.__version__.encode())
     spec = _target_dict(target)
     if spec["kind"] == "cuda":
         digest.update(b"cubin" if spec.get("arch") in _nvcc_archs() else b"source")
@@ -225,19 +222,6 @@ def _cache_key(part: Part, target: Target, tuning_database: Path | None) -> str:
     return digest.hexdigest()
 
 
-def _store(path: Path, cached: Path) -> None:
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=cached.parent, suffix=".part", delete=False) as handle:
-        partial = Path(handle.name)
-    shutil.copyfile(path, partial)
-    os.replace(partial, cached)
-
-
-def _first_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return (lines[0] if lines else type(error).__name__)[:300]
-
-
 def _import(part: Part):
     """The part as a Relax IRModule: torch.export first, fx as the fallback."""
     from tvm.relax.frontend.torch import from_exported_program, from_fx
@@ -245,16 +229,17 @@ def _import(part: Part):
     try:
         exported = torch.export.export(part.module, tuple(part.example_inputs))
     except Exception as error:  # noqa: BLE001 - any export failure falls back to the fx importer
-        logger.info("tvm: part '%s': torch.export failed (%s); importing with from_fx", part.name, _first_line(error))
+        logger.info("tvm: part '%s': torch.export failed (%s); importing with from_fx", part.name,
+                    one_line(error, first=True))
         shapes = [(tuple(x.shape), str(x.dtype).removeprefix("torch.")) for x in part.example_inputs]
         try:
             return from_fx(part.module, shapes)
         except Exception as fx_error:  # noqa: BLE001
-            raise HalocutError(f"tvm: cannot import part '{part.name}': {_first_line(fx_error)}") from fx_error
+            raise HalocutError(f"tvm: cannot import part '{part.name}': {one_line(fx_error, first=True)}") from fx_error
     try:
         return from_exported_program(exported)
     except Exception as error:  # noqa: BLE001
-        raise HalocutError(f"tvm: cannot import part '{part.name}': {_first_line(error)}") from error
+        raise HalocutError(f"tvm: cannot import part '{part.name}': {one_line(error, first=True)}") from error
 
 
 def _fuse(mod, target):
@@ -288,7 +273,7 @@ def _compile(part: Part, spec: dict, tuning_database: Path | None):
         raise
     except Exception as error:  # noqa: BLE001
         raise HalocutError(f"tvm: cannot compile part '{part.name}' for {target.kind.name}: "
-                           f"{_first_line(error)}") from error
+                           f"{one_line(error, first=True)}") from error
 
 
 def _host_triple(spec: dict) -> str | None:
@@ -316,7 +301,8 @@ def _export(executable, path: Path, spec: dict, part_name: str) -> None:
     try:
         executable.export_library(str(path), **options)
     except Exception as error:  # noqa: BLE001
-        raise HalocutError(f"tvm: cannot export part '{part_name}' to {path.name}: {_first_line(error)}") from error
+        raise HalocutError(f"tvm: cannot export part '{part_name}' to {path.name}: "
+                           f"{one_line(error, first=True)}") from error
 
 
 def _modules(module):
@@ -345,7 +331,7 @@ def _cubins(executable, spec: dict, part_name: str) -> dict[bytes, bytes]:
             except Exception as error:  # noqa: BLE001
                 message = str(error).split("Compilation error:")[-1]
                 raise HalocutError(f"tvm: nvcc cannot compile part '{part_name}' for {spec['arch']}: "
-                                   f"{_first_line(Exception(message))}") from error
+                                   f"{one_line(message, first=True)}") from error
             cubins[source.encode()] = bytes(binary)
     return cubins
 

@@ -17,10 +17,11 @@ from rich.console import Console
 from rich.table import Table
 from scipy.optimize import least_squares
 
-from targets import cost
-from targets.predict import predict_model_latency
-from targets.topology import catalog_device
-from targets.published import PUBLISHED
+from halocut.compiler.prepare import deployed_graph
+from halocut.targets import cost
+from halocut.targets.predict import predict_model_latency
+from halocut.targets.published import PUBLISHED
+from halocut.targets.topology import catalog_device
 
 
 def table() -> tuple[Table, list[float]]:
@@ -29,7 +30,7 @@ def table() -> tuple[Table, list[float]]:
         rows.add_column(column, justify="right" if column not in ("device", "model") else "left")
     ratios = []
     for p in PUBLISHED:
-        predicted = predict_model_latency(catalog_device(p.kind), p.model, p.input_size)
+        predicted = predict_model_latency(catalog_device(p.kind), deployed_graph(p.model, p.input_size))
         ratios.append(predicted / p.latency_s)
         rows.add_row(p.kind, p.model, str(p.input_size), f"{p.latency_s * 1e3:.1f}", f"{predicted * 1e3:.1f}",
                      f"{ratios[-1]:.2f}")
@@ -48,7 +49,8 @@ def fit(device_class: str) -> None:
         else:
             cost.GPU_PARALLEL_HALF_PER_FLOPS = math.exp(x[4])
         cost.CLASS_DEFAULTS[device_class] = dataclasses.replace(base, **params)
-        return [math.log(predict_model_latency(catalog_device(p.kind), p.model, p.input_size) / p.latency_s)
+        return [math.log(predict_model_latency(catalog_device(p.kind), deployed_graph(p.model, p.input_size))
+                         / p.latency_s)
                 for p in rows]
 
     start = [base.max, math.log(base.reduction_half), math.log(base.layer_overhead_s), base.memory_fraction,

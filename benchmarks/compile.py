@@ -8,7 +8,6 @@ Prints both times, their ratio, and the per-step times side by side.
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -16,11 +15,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from compiler.driver import CompileOptions, compile_model  # noqa: E402
-from compiler.prepare import prepare_model  # noqa: E402
-from plans import plan, row_tiles, shape_of  # noqa: E402
+from halocut.compiler.driver import CompileOptions, compile_model
+from halocut.compiler.prepare import prepare_model
+from halocut.ir.segments import plan, row_tiles, shape_of
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -15,12 +15,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from compiler.prepare import prepare_model
-from passes.planning import get_planner
-from passes.planning.coopai import realize, solve
-from runtime.simulate import simulate
-from targets.cost import CostModel
-from targets.topology import Topology, load_topology
+from halocut.compiler.prepare import prepare_model
+from halocut.planning import get_planner
+from halocut.planning.planners.coopai import realize, solve
+from halocut.runtime.simulate import simulate
+from halocut.targets.cost import CostModel
+from halocut.targets.topology import Topology, load_topology
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = {"alexnet": 224, "vgg16": 224, "vgg19": 224, "yolov2": 608}

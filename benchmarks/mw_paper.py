@@ -17,12 +17,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from compiler.prepare import prepare_model
-from passes.planning import get_planner
-from passes.planning.fused_layer import plan_minimizing_waiting
-from runtime.simulate import simulate
-from targets.cost import CostModel
-from targets.topology import load_topology
+from halocut.compiler.prepare import prepare_model
+from halocut.planning import get_planner
+from halocut.planning.planners.fused_layer import plan_minimizing_waiting
+from halocut.runtime.simulate import simulate
+from halocut.targets.cost import CostModel
+from halocut.targets.topology import load_topology
 
 ROOT = Path(__file__).resolve().parent.parent
 PLANNERS = {"offload": get_planner("offload"), "nfl": get_planner("nfl"), "mw": get_planner("mw"),

@@ -27,13 +27,13 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from compiler.prepare import prepare_model  # noqa: E402
-from passes.planning import PLANNERS  # noqa: E402
-from runtime.simulate import lower_bound, simulate  # noqa: E402
-from targets.cost import CostModel  # noqa: E402
-from targets.topology import Topology, catalog_device, load_topology, parse_topology  # noqa: E402
+from halocut.compiler.prepare import prepare_model
+from halocut.planning import PLANNERS, get_planner
+from halocut.planning.planners.halocut import plan_halocut
+from halocut.runtime.simulate import lower_bound, simulate
+from halocut.targets.cost import CostModel
+from halocut.targets.topology import Topology, catalog_device, load_topology, parse_topology
 
 TOPOLOGIES = ROOT / "examples" / "topologies"
 SIZES = {"yolov2": 608}
@@ -111,7 +111,7 @@ def run_case(case: Case, planners: list[str], prepared) -> list[dict]:
         if name == "bf" and case.family != BRUTE_FORCE_ONLY_ON:
             continue
         start = time.perf_counter()
-        plan = PLANNERS[name](prepared.graph, prepared.name, prepared.input_shape, case.topology, CostModel())
+        plan = get_planner(name)(prepared.graph, prepared.name, prepared.input_shape, case.topology, CostModel())
         planning_s = time.perf_counter() - start
         result = simulate(prepared.graph, plan, case.topology, requests=8)
         rows.append({"case": case.label, "model": case.model, "topology": case.topology.name, "planner": name,
@@ -119,8 +119,6 @@ def run_case(case: Case, planners: list[str], prepared) -> list[dict]:
                      "planning_s": planning_s, "lower_bound_ms": bound * 1e3,
                      "devices_used": len(plan.devices())})
     if "halocut" in planners:  # what halocut's own search finds, without the papers' plans as a safety net
-        from passes.planning.halocut import plan_halocut
-
         plan = plan_halocut(prepared.graph, prepared.name, prepared.input_shape, case.topology, CostModel(),
                             safety_net=False)
         own = simulate(prepared.graph, plan, case.topology, requests=1).latency_s * 1e3

@@ -17,7 +17,6 @@ DAG API for comparison.
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,15 +27,13 @@ from rich.console import Console
 from rich.table import Table
 
 ROOT = Path(__file__).resolve().parent.parent
-# this file's own folder goes first on sys.path, where its name would hide the runtime package
-sys.path[:] = [str(ROOT), str(ROOT / "tests")] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
-
-from compiler.driver import CompileOptions, compile_model  # noqa: E402
-from compiler.frontend import parse_shape  # noqa: E402
-from compiler.prepare import prepare_model  # noqa: E402
-from plans import names, plan  # noqa: E402
-from runtime.run import RunOptions, run_build  # noqa: E402
-from targets.profile import profile_model, write_profile  # noqa: E402
+from halocut.compiler.commands import profile_model, run_build
+from halocut.compiler.driver import CompileOptions, compile_model
+from halocut.compiler.frontend import parse_shape
+from halocut.compiler.prepare import prepare_model
+from halocut.ir.segments import names, plan
+from halocut.runtime.profile import write_profile
+from halocut.runtime.run import RunOptions
 
 TOLERANCE = 0.25
 ACTORS = (1, 2, 4)

@@ -1,6 +1,6 @@
 """The ``halocut`` command line: argument parsing, thin ``drive_*`` functions, one error contract.
 
-A :class:`~compiler.errors.HalocutError` (or a wrong argument) prints one line
+A :class:`~halocut.ir.errors.HalocutError` (or a wrong argument) prints one line
 ``halocut: error: ...`` on stderr and exits with code 2; no traceback.
 
 >>> main(["inspect", "vgg17"])  # prints the one-line error on stderr
@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 
-from compiler.errors import EXIT_USER_ERROR, HalocutError
+from halocut.ir.errors import EXIT_USER_ERROR, HalocutError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -117,8 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
 def drive_inspect(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from compiler.frontend import parse_shape
-    from compiler.inspection import inspect_model
+    from halocut.compiler.frontend import parse_shape
+    from halocut.compiler.inspection import inspect_model
 
     shape = parse_shape(args.input_shape) if args.input_shape else None
     report = inspect_model(args.model, shape, args.weights)
@@ -132,8 +132,8 @@ def drive_inspect(args: argparse.Namespace) -> int:
 def drive_topology_check(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from runtime.report import topology_tables
-    from targets.topology import load_topology
+    from halocut.runtime.report import topology_tables
+    from halocut.targets.topology import load_topology
 
     console = Console(width=None if sys.stdout.isatty() else 160)
     for table in topology_tables(load_topology(args.file)):
@@ -146,15 +146,15 @@ def drive_simulate(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from runtime.simulate import simulate_files
+    from halocut.compiler.commands import simulate_model
 
     shape = _shape(args.input_shape)
-    result, gantt = simulate_files(args.model, args.topology, args.plan, shape, args.requests, args.gantt)
+    result, gantt = simulate_model(args.model, args.topology, args.plan, shape, args.requests, args.gantt)
     if args.json:
         print(json.dumps({**result.to_json(), "gantt": str(gantt)}))
     else:
         console = Console(width=None if sys.stdout.isatty() else 160)
-        from runtime.report import simulation_table
+        from halocut.runtime.report import simulation_table
 
         console.print(simulation_table(result, f"{args.model} on {Path(args.topology).stem}"))
         console.print(f"Gantt chart: {gantt}")
@@ -162,7 +162,8 @@ def drive_simulate(args: argparse.Namespace) -> int:
 
 
 def drive_profile(args: argparse.Namespace) -> int:
-    from targets.profile import profile_model, write_profile
+    from halocut.compiler.commands import profile_model
+    from halocut.runtime.profile import write_profile
 
     profile = profile_model(args.model, _shape(args.input_shape), args.runtime, args.repeats,
                             progress=sys.stderr.isatty())
@@ -176,7 +177,8 @@ def drive_bench(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from runtime.bench import bench_build, bench_tables, write_bench
+    from halocut.compiler.commands import bench_build
+    from halocut.runtime.bench import bench_tables, write_bench
 
     runtimes = [r.strip() for r in args.runtimes.split(",")] if args.runtimes else None
     result = bench_build(args.build, args.part, args.model, runtimes, args.profile_runtime, args.repeats,
@@ -193,7 +195,7 @@ def drive_bench(args: argparse.Namespace) -> int:
 
 
 def drive_plan(args: argparse.Namespace) -> int:
-    from passes.planning import plan_model
+    from halocut.compiler.commands import plan_model
 
     result = plan_model(args.model, args.topology, args.planner, _shape(args.input_shape))
     if args.output:
@@ -213,7 +215,7 @@ def drive_plan(args: argparse.Namespace) -> int:
 def drive_compile(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from compiler.driver import STEPS, CompileOptions, compile_model, summary_table
+    from halocut.compiler.driver import STEPS, CompileOptions, compile_model, summary_table
 
     if args.list_steps:
         print("\n".join(name for name, _ in STEPS))
@@ -234,7 +236,8 @@ def drive_compile(args: argparse.Namespace) -> int:
 def drive_run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from runtime.run import RunOptions, run_build, run_table, verified_line
+    from halocut.compiler.commands import run_build
+    from halocut.runtime.run import RunOptions, run_table, verified_line
 
     options = RunOptions(args.build, args.input, args.requests, args.address, args.threads, not args.plain_api,
                          args.model, args.weights, window=args.window)
@@ -248,7 +251,7 @@ def drive_run(args: argparse.Namespace) -> int:
 
 
 def _shape(text: str | None):
-    from compiler.frontend import parse_shape
+    from halocut.compiler.frontend import parse_shape
 
     return parse_shape(text) if text else None
 

@@ -25,18 +25,19 @@ import torch
 from rich.progress import Progress
 from torch import fx, nn
 
-from backends.base import Artifact, Part, Target, backend
-from compiler.errors import HalocutError
-from compiler.frontend import LoadedModel, Shape, load_model
-from compiler.ir import annotate_layers
-from compiler.plan import Plan
-from passes.fold import fold_batchnorm
-from passes.lower import LoweredStage, lower_plan
-from runtime.names import part_name
-from runtime.reference import call_module, max_error, run_lowered
-from runtime.simulate import SimulationResult, simulate
-from targets.cost import CostModel
-from targets.topology import Device, Topology, load_topology
+from halocut.backends.base import Artifact, Part, Target, backend
+from halocut.backends.manifest import write_manifest
+from halocut.compiler import prepare
+from halocut.compiler.frontend import LoadedModel, Shape
+from halocut.compiler.manifest import build_manifest
+from halocut.ir.errors import HalocutError
+from halocut.ir.plan import Plan, merge_device, plan_parts
+from halocut.passes.lower import LoweredStage, lower_plan
+from halocut.planning import get_planner
+from halocut.runtime.reference import call_module, max_error, run_lowered
+from halocut.runtime.simulate import SimulationResult, simulate
+from halocut.targets.cost import CostModel
+from halocut.targets.topology import Device, Topology, load_topology
 
 AARCH64 = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}
 X86 = {"kind": "llvm"}
@@ -79,6 +80,19 @@ class Compilation:
     example: torch.Tensor | None = None
     reference: object = None
 
+    # what the preparation steps (halocut.compiler.prepare) read
+    @property
+    def model(self):
+        return self.options.model
+
+    @property
+    def input_shape(self):
+        return self.options.input_shape
+
+    @property
+    def weights(self):
+        return self.options.weights
+
 
 def targets_for(device: Device, only: tuple[str, ...] | None = None, fp16: bool = False) -> list[Target]:
     """What each kind of machine gets, from its catalog backend (``only`` keeps those backends)."""
@@ -97,21 +111,11 @@ def targets_for(device: Device, only: tuple[str, ...] | None = None, fp16: bool 
 
 
 def step_frontend(c: Compilation) -> None:
-    c.loaded = load_model(c.options.model, c.options.input_shape, c.options.weights)
+    prepare.step_load(c)
     c.topology = load_topology(c.options.topology)
 
 
-def step_fold(c: Compilation) -> None:
-    c.graph = fold_batchnorm(c.loaded.graph_module)
-
-
-def step_analyse(c: Compilation) -> None:
-    annotate_layers(c.graph, c.loaded.input_shape)
-
-
 def step_plan(c: Compilation) -> None:
-    from passes.planning import get_planner
-
     if c.options.plan is not None:
         c.plan = Plan.load(c.options.plan)
         if tuple(c.plan.input_shape) != tuple(c.loaded.input_shape):
@@ -135,7 +139,7 @@ def step_lower(c: Compilation) -> None:
         return module(*args)
 
     run_lowered(c.graph, c.lowered, c.example, call=record)
-    interfaces = _interfaces(c.lowered)
+    interfaces = _interfaces(c.plan, c.lowered)
     for name, (module, args) in recorded.items():
         inputs, outputs = interfaces[name]
         c.parts[name] = (Part(name, module, tuple(args), inputs, outputs), devices[name])
@@ -182,15 +186,13 @@ def step_verify(c: Compilation) -> None:
 
 
 def step_manifest(c: Compilation) -> None:
-    from backends.manifest import build_manifest, write_manifest
-
     manifest = build_manifest(c)
     write_manifest(manifest, c.staging / "manifest.json")
     c.manifest_path = _publish(c.staging, Path(c.options.output), c.options.force) / "manifest.json"
 
 
 STEPS: list[tuple[str, Callable[[Compilation], None]]] = [
-    ("frontend", step_frontend), ("fold", step_fold), ("analyse", step_analyse), ("plan", step_plan),
+    ("frontend", step_frontend), ("fold", prepare.step_fold), ("analyse", prepare.step_analyse), ("plan", step_plan),
     ("lower", step_lower), ("emit", step_emit), ("verify", step_verify), ("manifest", step_manifest),
 ]
 
@@ -249,22 +251,10 @@ def summary_table(c: Compilation):
 
 def _part_devices(c: Compilation) -> dict[str, str]:
     """Which device runs each part; an fc stage's merge runs where its result is used next."""
-    devices = {}
-    for index, stage in enumerate(c.plan.stages):
-        if stage.kind == "single":
-            devices[part_name(index)] = stage.device
-        elif stage.kind == "spatial":
-            for t, tile in enumerate(stage.tiles):
-                for h, hop in enumerate(tile.devices):
-                    devices[part_name(index, t, h)] = hop.device
-        else:
-            for k, cluster in enumerate(stage.clusters):
-                devices[part_name(index, cluster=k)] = cluster.device
-            following = c.plan.stages[index + 1].devices()[0] if index + 1 < len(c.plan.stages) else \
-                c.topology.requester.name
-            devices[part_name(index, merge=True)] = following if c.topology.device(following).computes else \
-                stage.clusters[0].device
-    return devices
+    requester = c.topology.requester.name
+    return {p.name: p.device if p.device is not None else
+            merge_device(c.plan, p.stage, requester, lambda d: c.topology.device(d).computes)
+            for p in plan_parts(c.plan)}
 
 
 def _emit(part: Part, target: Target, out_dir: Path, trials: int) -> Artifact:
@@ -276,21 +266,20 @@ def _emit(part: Part, target: Target, out_dir: Path, trials: int) -> Artifact:
     return module.emit(part, target, out_dir)
 
 
-def _interfaces(lowered: list[LoweredStage]) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+def _interfaces(plan: Plan, lowered: list[LoweredStage]) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
     """Input and output tensor names of every part, as the manifest and the runtime name them."""
     names = {}
-    for index, stage in enumerate(lowered):
-        if stage.tiles:
-            for t, tile in enumerate(stage.tiles):
-                for h, hop in enumerate(tile.hops):
-                    names[part_name(index, t, h)] = (hop.inputs, hop.outputs)
-        elif stage.fc is not None:
-            count = len(stage.fc.clusters)
-            for k in range(count):
-                names[part_name(index, cluster=k)] = ((stage.fc.input,), ("partial",))
-            names[part_name(index, merge=True)] = (tuple(f"part{k}" for k in range(count)), (stage.fc.output,))
+    for p in plan_parts(plan):
+        stage = lowered[p.stage]
+        if p.tile is not None:
+            hop = stage.tiles[p.tile].hops[p.hop]
+            names[p.name] = (hop.inputs, hop.outputs)
+        elif p.cluster is not None:
+            names[p.name] = ((stage.fc.input,), ("partial",))
+        elif p.merge:
+            names[p.name] = (tuple(f"part{k}" for k in range(len(stage.fc.clusters))), (stage.fc.output,))
         else:
-            names[part_name(index)] = (stage.whole.inputs, stage.whole.outputs)
+            names[p.name] = (stage.whole.inputs, stage.whole.outputs)
     return names
 
 

@@ -1,6 +1,6 @@
 """Front end: load a model from a name, a ``file.py:factory`` or a module, and trace it to fx.
 
->>> from compiler.frontend import load_model
+>>> from halocut.compiler.frontend import load_model
 >>> loaded = load_model("lenet5")
 >>> loaded.name, loaded.input_shape
 ('lenet5', (1, 3, 32, 32))
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import inspect
 import io
 import logging
-import inspect
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +21,8 @@ import torch
 import torchvision
 from torch import fx, nn
 
-from compiler.errors import HalocutError
-from compiler.zoo import ZOO
+from halocut.compiler.zoo import ZOO
+from halocut.ir.errors import HalocutError, one_line
 
 Shape = tuple[int, ...]
 
@@ -96,13 +96,13 @@ def trace(module: nn.Module, input_shape: Shape) -> tuple[fx.GraphModule, str]:
     try:
         return fx.symbolic_trace(module), "symbolic_trace"
     except Exception as fx_error:  # fx raises many types for untraceable constructs
-        fx_reason = _one_line(fx_error)
+        fx_reason = one_line(fx_error)
     try:
         return export_graph(module, input_shape), "torch.export"
     except Exception as export_error:
         raise HalocutError(
             f"cannot trace {type(module).__name__}: symbolic_trace: {fx_reason}; "
-            f"torch.export: {_one_line(export_error)}") from None
+            f"torch.export: {one_line(export_error)}") from None
 
 
 @contextlib.contextmanager
@@ -168,7 +168,7 @@ def _from_file(spec: str) -> tuple[nn.Module, Shape, str]:
     try:
         source.loader.exec_module(user_module)
     except Exception as error:
-        raise HalocutError(f"model '{spec}': importing '{path}' failed: {_one_line(error)}") from None
+        raise HalocutError(f"model '{spec}': importing '{path}' failed: {one_line(error)}") from None
     factory = getattr(user_module, factory_name, None)
     if factory is None:
         callables = sorted(n for n, v in vars(user_module).items()
@@ -179,7 +179,7 @@ def _from_file(spec: str) -> tuple[nn.Module, Shape, str]:
     try:
         module = factory()
     except Exception as error:
-        raise HalocutError(f"model '{spec}': calling '{factory_name}()' failed: {_one_line(error)}") from None
+        raise HalocutError(f"model '{spec}': calling '{factory_name}()' failed: {one_line(error)}") from None
     if not isinstance(module, nn.Module):
         raise HalocutError(f"model '{spec}': '{factory_name}()' returned {type(module).__name__}, not an nn.Module")
     shape = getattr(module, "input_shape", None) or getattr(user_module, "INPUT_SHAPE", None) or IMAGENET_SHAPE
@@ -192,7 +192,7 @@ def _load_weights(module: nn.Module, path: Path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise HalocutError(f"weights '{path}': not a readable state_dict: {_one_line(error)}") from None
+        raise HalocutError(f"weights '{path}': not a readable state_dict: {one_line(error)}") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -200,10 +200,4 @@ def _load_weights(module: nn.Module, path: Path) -> None:
     try:
         module.load_state_dict(state)
     except RuntimeError as error:
-        raise HalocutError(f"weights '{path}': {_one_line(error)}") from None
-
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    text = text or type(error).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
+        raise HalocutError(f"weights '{path}': {one_line(error)}") from None

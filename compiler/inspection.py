@@ -15,8 +15,8 @@ from pathlib import Path
 from rich.table import Table
 from torch import nn
 
-from compiler.frontend import Shape, load_model
-from compiler.ir import ModelSummary, annotate_layers, summarize
+from halocut.compiler.frontend import Shape, load_model
+from halocut.ir.layers import ModelSummary, annotate_layers, summarize
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,9 @@ from typing import Callable, Sequence
 from torch import fx
 from torch.fx.passes.split_module import split_module
 
-from compiler.errors import HalocutError
+from halocut.ir.errors import HalocutError
+from halocut.ir.graph import compute_nodes
 
-COMPUTE_OPS = ("call_module", "call_function", "call_method")
 ORIGINAL_NAME = "halocut_name"
 
 
@@ -38,19 +38,6 @@ class StagePart:
         """Run on a name -> value environment; returns the stage's outputs by name."""
         result = self.module(*(values[name] for name in self.inputs))
         return dict(zip(self.outputs, result if len(self.outputs) > 1 else (result,)))
-
-
-def compute_nodes(graph_module: fx.GraphModule) -> list[fx.Node]:
-    """The nodes a plan assigns: calls, in graph order."""
-    return [n for n in graph_module.graph.nodes if n.op in COMPUTE_OPS]
-
-
-def output_nodes(graph_module: fx.GraphModule) -> list[fx.Node]:
-    """The nodes whose values the graph returns, in the order it returns them."""
-    (returned,) = [n.args[0] for n in graph_module.graph.nodes if n.op == "output"]
-    outputs: list[fx.Node] = []
-    fx.node.map_arg(returned, outputs.append)
-    return outputs
 
 
 def cut_stages(graph_module: fx.GraphModule,

@@ -37,8 +37,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 from torch.nn.utils.fusion import fuse_conv_bn_weights, fuse_linear_bn_weights
 
-from compiler.errors import HalocutError
-from compiler.ops import call_arguments, op_kind
+from halocut.ir.errors import HalocutError
+from halocut.ir.ops import call_arguments, op_kind
 
 aten = torch.ops.aten
 

@@ -13,7 +13,7 @@ DistrEdge's Vertical-Splitting Law (paper 003, eqs. 1-2) is the chain case:
 ``h_in = (h_out - 1) * S + F`` per layer, F the (dilated) filter size.
 
 >>> rule = HALO_RULES["conv2d"]
->>> from compiler.ir import LayerInfo
+>>> from halocut.ir.layers import LayerInfo
 >>> conv = LayerInfo("conv2d", "torch.nn.Conv2d", {"kernel": (3, 3), "stride": (1, 1),
 ...     "dilation": (1, 1), "padding": (1, 1, 1, 1)}, ((1, 3, 8, 8),), ((1, 4, 8, 8),))
 >>> rule(conv, Region((0, 4), (0, 8)), (1, 3, 8, 8))
@@ -23,79 +23,20 @@ Region(rows=(-1, 5), cols=(-1, 9))
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Callable
 
 from torch import fx
 
-from compiler.errors import HalocutError
-from compiler.ir import LayerInfo
-
-Interval = tuple[int, int]
-
-
-@dataclass(frozen=True)
-class Region:
-    """Rows ``[r0, r1)`` and columns ``[c0, c1)`` of a feature map."""
-
-    rows: Interval
-    cols: Interval
-
-    @property
-    def height(self) -> int:
-        return self.rows[1] - self.rows[0]
-
-    @property
-    def width(self) -> int:
-        return self.cols[1] - self.cols[0]
-
-    def is_empty(self) -> bool:
-        return self.height <= 0 or self.width <= 0
-
-    def union(self, other: Region) -> Region:
-        """The smallest region holding both (a hull: halos are contiguous); empty regions add nothing."""
-        if other.is_empty():
-            return self
-        if self.is_empty():
-            return other
-        return Region((min(self.rows[0], other.rows[0]), max(self.rows[1], other.rows[1])),
-                      (min(self.cols[0], other.cols[0]), max(self.cols[1], other.cols[1])))
-
-    def clip(self, height: int, width: int) -> Region:
-        """The part inside a ``height x width`` map (possibly empty: a window wholly in the padding)."""
-        r0, c0 = min(max(self.rows[0], 0), height), min(max(self.cols[0], 0), width)
-        return Region((r0, max(min(self.rows[1], height), r0)), (c0, max(min(self.cols[1], width), c0)))
-
-    def intersect(self, other: Region) -> Region:
-        """The rows and columns both hold (empty when they do not overlap)."""
-        return Region((max(self.rows[0], other.rows[0]), min(self.rows[1], other.rows[1])),
-                      (max(self.cols[0], other.cols[0]), min(self.cols[1], other.cols[1])))
-
-    def relative_to(self, outer: Region) -> Region:
-        """This region in the coordinates of a tensor that holds ``outer``."""
-        return Region((self.rows[0] - outer.rows[0], self.rows[1] - outer.rows[0]),
-                      (self.cols[0] - outer.cols[0], self.cols[1] - outer.cols[0]))
-
-    def to_json(self) -> dict:
-        return {"rows": list(self.rows), "cols": list(self.cols)}
-
-    @staticmethod
-    def from_json(data: dict) -> Region:
-        return Region(tuple(data["rows"]), tuple(data["cols"]))
-
-    @staticmethod
-    def full(shape: tuple[int, ...]) -> Region:
-        """All of a (N, C, H, W) tensor."""
-        return Region((0, shape[-2]), (0, shape[-1]))
-
-
-EMPTY = Region((0, 0), (0, 0))  # what a tile needs of a node its windows only see as padding
+from halocut.ir.errors import HalocutError
+from halocut.ir.graph import tensor_inputs
+from halocut.ir.layers import LayerInfo
+from halocut.ir.ops import POINTWISE, WHOLE_INPUT
+from halocut.ir.regions import EMPTY, Interval, Region
 
 Rule = Callable[[LayerInfo, Region, tuple[int, ...]], Region]
 HALO_RULES: dict[str, Rule] = {}
 
-ELEMENTWISE_KINDS = ("relu", "relu6", "leaky_relu", "sigmoid", "tanh", "hardswish", "hardsigmoid", "silu",
-                     "gelu", "batchnorm2d", "lrn", "dropout", "identity", "add", "sub", "mul", "div", "cat")
+ELEMENTWISE_KINDS = POINTWISE | {"lrn", "add", "sub", "mul", "div", "cat"}  # one output position, one input position
 
 
 def _window(out: Interval, kernel: int, stride: int, dilation: int, pad_before: int) -> Interval:
@@ -143,22 +84,18 @@ def _upsample(layer: LayerInfo, out: Region, input_shape: tuple[int, ...]) -> Re
 
 for _kind in ("conv2d", "maxpool2d", "avgpool2d"):
     HALO_RULES[_kind] = _sliding
-for _kind in ELEMENTWISE_KINDS:
+for _kind in sorted(ELEMENTWISE_KINDS):
     HALO_RULES[_kind] = _pointwise
 HALO_RULES["pad"] = _explicit_pad
 HALO_RULES["reorg"] = _reorg
 HALO_RULES["upsample"] = _upsample
-
-WHOLE_INPUT_KINDS = frozenset({"adaptive_avgpool2d", "adaptive_maxpool2d", "linear", "flatten", "reshape",
-                               "mean", "softmax", "matmul", "permute", "transpose"})
-
 
 def halo_rule(node: fx.Node) -> Rule:
     """The rule of a node's kind, or an error naming the node and why it cannot be split."""
     layer = node.meta.get("layer")
     if layer is None:
         raise HalocutError(f"node '{node.name}' has no layer analysis: run annotate_layers first")
-    if layer.kind in WHOLE_INPUT_KINDS:
+    if layer.kind in WHOLE_INPUT:
         raise HalocutError(f"layer '{node.name}' ({layer.kind}) depends on its whole input and ends a "
                            f"spatially splittable region")
     if layer.kind == "avgpool2d" and layer.attrs.get("divisor_override"):
@@ -187,11 +124,6 @@ def has_halo_rule(node: fx.Node) -> bool:
     except HalocutError:
         return False
     return True
-
-
-def tensor_inputs(node: fx.Node) -> list[fx.Node]:
-    """The node's activation inputs: tensors computed by the graph, not weights or buffers."""
-    return [n for n in node.all_input_nodes if n.op != "get_attr" and "tensor_meta" in n.meta]
 
 
 def compute_halos(volume: list[fx.Node], output_region: Region) -> dict[str, Region]:

@@ -3,9 +3,9 @@
 This is the "slice/cut" step of the compile driver: mechanism only, it does
 what the plan says and decides nothing.
 
->>> from compiler.frontend import load_model
->>> from compiler.ir import annotate_layers
->>> from compiler.plan import single_device_plan
+>>> from halocut.compiler.frontend import load_model
+>>> from halocut.ir.layers import annotate_layers
+>>> from halocut.ir.plan import single_device_plan
 >>> loaded = load_model("lenet5")
 >>> _ = annotate_layers(loaded.graph_module, loaded.input_shape)
 >>> plan = single_device_plan(loaded.graph_module, "lenet5", loaded.input_shape, "pi4-0")
@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 from torch import fx
 
-from compiler.plan import Plan, Stage
-from passes.cut import StagePart, cut_stages
-from passes.slice import FcPart, TilePart, slice_fc, slice_stage
+from halocut.ir.plan import Plan, Stage
+from halocut.passes.cut import StagePart, cut_stages
+from halocut.passes.slice import FcPart, TilePart, slice_fc, slice_stage
 
 
 @dataclass(frozen=True)

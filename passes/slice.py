@@ -14,8 +14,8 @@ on the first, data parallel on the second, no exchange in between).
 
 >>> import torch
 >>> from torch import nn
->>> from compiler.frontend import load_model
->>> from compiler.ir import annotate_layers
+>>> from halocut.compiler.frontend import load_model
+>>> from halocut.ir.layers import annotate_layers
 >>> loaded = load_model(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()), (1, 3, 8, 8))
 >>> _ = annotate_layers(loaded.graph_module, (1, 3, 8, 8))
 >>> tiles = slice_stage(loaded.graph_module, ["_0", "_1"], [Region((0, 3), (0, 8)), Region((3, 8), (0, 8))])
@@ -33,13 +33,14 @@ import torch
 import torch.nn.functional as F
 from torch import fx
 
-from compiler.errors import HalocutError
-from compiler.ops import call_arguments
-from passes.halo import EMPTY, HALO_RULES, Interval, Region, compute_halos, tensor_inputs
+from halocut.ir.errors import HalocutError
+from halocut.ir.graph import tensor_inputs, volume_nodes
+from halocut.ir.ops import call_arguments
+from halocut.ir.plan import check_fc, check_single_output
+from halocut.ir.regions import EMPTY, Interval, Region
+from halocut.passes.halo import HALO_RULES, compute_halos
 
 _SLIDING = {"conv2d", "maxpool2d", "avgpool2d", "pad"}
-_POINTWISE_KINDS = frozenset({"relu", "relu6", "leaky_relu", "sigmoid", "tanh", "hardswish", "hardsigmoid",
-                              "silu", "gelu", "dropout", "identity"})
 
 
 @dataclass(frozen=True)
@@ -63,31 +64,11 @@ class FcPart:
     output: str
 
 
-def volume_nodes(graph_module: fx.GraphModule, names: list[str]) -> list[fx.Node]:
-    """The named nodes in graph order; an unknown name is an error."""
-    by_name = {n.name: n for n in graph_module.graph.nodes}
-    missing = [n for n in names if n not in by_name]
-    if missing:
-        raise HalocutError(f"no node named {', '.join(repr(m) for m in missing)} in the graph")
-    wanted = set(names)
-    return [n for n in graph_module.graph.nodes if n.name in wanted]
-
-
 def slice_stage(graph_module: fx.GraphModule, names: list[str], tiles: list[Region]) -> list[TilePart]:
     """One standalone module per tile of the volume ``names`` (run ``annotate_layers`` first)."""
     volume = [n for n in volume_nodes(graph_module, names) if n.op != "get_attr"]
     check_single_output(volume)
     return [_tile(graph_module, volume, region) for region in tiles]
-
-
-def check_single_output(volume: list[fx.Node]) -> None:
-    """Only a spatial volume's last node may be used outside it (tiles produce only its regions)."""
-    members = {n.name for n in volume}
-    for node in volume[:-1]:
-        escaping = [u.name for u in node.users if u.name not in members]
-        if escaping and node.meta["layer"].kind != "size":
-            raise HalocutError(f"node '{node.name}' inside the spatial volume is also used by "
-                               f"{', '.join(escaping)} outside it; only the last node '{volume[-1].name}' may be")
 
 
 class _TileBuilder:
@@ -267,37 +248,6 @@ def slice_fc(graph_module: fx.GraphModule, names: list[str], mode: str, features
     merge = _fc_merge(graph_module, mode, last_linear, tail, len(features))
     inputs = tuple((f if mode == "data" else None) for f in features)
     return FcPart(tuple(clusters), inputs, merge, source.name, nodes[-1].name)
-
-
-def check_fc(nodes: list[fx.Node], mode: str, features: list[Interval]) -> None:
-    """An fc stage's layers fit its mode, it reads one tensor, and its feature ranges cover the split width."""
-    names = [n.name for n in nodes]
-    if mode not in ("model", "data", "hybrid"):
-        raise HalocutError(f"fc mode '{mode}': expected one of model, data, hybrid")
-    kinds = [n.meta["layer"].kind for n in nodes]
-    linears = [i for i, k in enumerate(kinds) if k == "linear"]
-    odd = [n.name for n, k in zip(nodes, kinds) if k not in _POINTWISE_KINDS and k != "linear"]
-    expected = 2 if mode == "hybrid" else 1
-    if odd or len(linears) != expected or linears[0] != 0:
-        raise HalocutError(f"fc stage {names}: mode '{mode}' takes {expected} linear layer(s) first and only "
-                           f"pointwise ops besides; got kinds {kinds}")
-    members = set(names)
-    outside = {s.name for n in nodes for s in tensor_inputs(n) if s.name not in members}
-    if len(outside) != 1:
-        raise HalocutError(f"fc stage {names} must read exactly one tensor from outside, reads {sorted(outside)}")
-    first = nodes[0]
-    width = first.meta["layer"].attrs["out_features" if mode != "data" else "in_features"]
-    _check_cover(features, width, f"fc stage '{first.name}' ({mode} mode)")
-
-
-def _check_cover(ranges: list[Interval], width: int, what: str) -> None:
-    position = 0
-    for start, stop in ranges:
-        if start != position or stop <= start:
-            raise HalocutError(f"{what}: feature ranges {ranges} must be non-empty, in order and cover 0..{width}")
-        position = stop
-    if position != width:
-        raise HalocutError(f"{what}: feature ranges {ranges} cover 0..{position}, not 0..{width}")
 
 
 def _linear_weights(root: fx.GraphModule, node: fx.Node) -> tuple[torch.Tensor, torch.Tensor | None]:

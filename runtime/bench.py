@@ -53,18 +53,19 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import fx
 
-from backends.base import Artifact, Part, Target, backend
-from backends.manifest import load_manifest
-from compiler.errors import HalocutError
-from compiler.plan import Plan
-from compiler.prepare import prepare_model
-from passes.halo import EMPTY, Region, compute_halos
-from passes.lower import LoweredStage, lower_plan
-from runtime.names import parse_part_name, part_name
-from runtime.reference import run_lowered
-from targets.cost import FREE, CostModel, fusable, region_fraction
-from targets.profile import copy_bandwidth, host_info, memory_bytes, record_values
-from targets.topology import Device
+from halocut.backends.base import Artifact, Part, Target, backend
+from halocut.ir.errors import HalocutError
+from halocut.ir.graph import split_hops
+from halocut.ir.names import parse_part_name, part_name
+from halocut.ir.ops import FREE
+from halocut.ir.plan import Plan, plan_parts
+from halocut.ir.regions import EMPTY, Region
+from halocut.passes.halo import compute_halos
+from halocut.passes.lower import LoweredStage, lower_plan
+from halocut.runtime.profile import copy_bandwidth, host_info, memory_bytes, record_values
+from halocut.runtime.reference import run_lowered
+from halocut.targets.cost import CostModel, fusable, region_fraction
+from halocut.targets.topology import Device
 
 FORMAT = "halocut-bench/1"
 RUNTIME_OF = {"onnx": "onnxruntime", "tvm": "tvm", "torch": "torch"}  # artifact backend -> runtime
@@ -121,20 +122,23 @@ def time_runner(run: Callable[[list], object], inputs: list, repeats: int, warmu
     return Timing(statistics.median(samples), float(np.percentile(samples, 90)), len(samples))
 
 
-def bench_build(build_dir: str | Path, parts: list[str] | None = None, model: str | None = None,
+def bench_build(build_dir: str | Path, manifest: dict, graph: fx.GraphModule, parts: list[str] | None = None,
                 runtimes: list[str] | None = None, profile_runtime: str | None = None, repeats: int = 20,
-                warmup: int = 3, threads: int | None = None, progress: bool = True) -> dict:
+                warmup: int = 3, threads: int | None = None, progress: bool = True, hint: str = "",
+                model: str | None = None) -> dict:
     """Benchmark a build's artifacts here; returns the bench JSON (see the module docstring).
 
-    ``parts``: only these (stages they belong to are still timed unsplit); ``model``: what to
-    prepare the stages from when the manifest's model name is not loadable (a ``file.py:factory``);
-    ``runtimes``: a subset of :data:`RUNTIMES`; ``profile_runtime``: whose timings fill ``layers``
-    (default: the runtime that timed the most parts, then the fastest); ``threads``: torch's and
-    TVM's thread count while timing (default theirs; onnxruntime keeps its own).
+    ``manifest``: the build's, loaded and checked; ``graph``: its model prepared again (traced, BN folded,
+    annotated: :func:`halocut.compiler.commands.bench_build` does both); ``parts``: only these (stages
+    they belong to are still timed unsplit); ``runtimes``: a subset of :data:`RUNTIMES`;
+    ``profile_runtime``: whose timings fill ``layers`` (default: the runtime that timed the most parts,
+    then the fastest); ``threads``: torch's and TVM's thread count while timing (default theirs;
+    onnxruntime keeps its own); ``hint``: added to an error saying the model does not fit the build;
+    ``model``: the model's name in such errors (default: the manifest's).
 
     Compiling takes a while, so the example is not run::
 
-        result = bench_build("build/r18", repeats=5)  # resnet18 whole on a Jetson: its ONNX runs here
+        result = commands.bench_build("build/r18", repeats=5)  # resnet18 whole on a Jetson: its ONNX runs here
         result["stages"][0]["ratio"]  # {'onnxruntime': 1.0}: a single stage is its own unsplit form
     """
     build_dir = Path(build_dir)
@@ -144,10 +148,9 @@ def bench_build(build_dir: str | Path, parts: list[str] | None = None, model: st
     if threads is not None and threads < 1:
         raise HalocutError(f"bench: threads must be >= 1, got {threads}")
     runtimes = _check_runtimes(runtimes)
-    manifest = load_manifest(build_dir)
     entries = _manifest_parts(manifest)
     chosen = _select(entries, parts, build_dir)
-    rebuilt = rebuild(manifest, build_dir, model)
+    rebuilt = rebuild(manifest, build_dir, graph, hint, model)
     jobs = [(name, a) for name in chosen for a in _runnable(entries[name][1], runtimes)]
     stages = sorted({parse_part_name(name).stage for name in chosen})
     wholes = _unsplit_jobs(jobs)
@@ -170,21 +173,17 @@ def bench_build(build_dir: str | Path, parts: list[str] | None = None, model: st
     }
 
 
-def rebuild(manifest: dict, build_dir: Path, model: str | None = None) -> Rebuilt:
-    """Prepare the build's model again and lower its plan: the same parts, and the stages whole."""
+def rebuild(manifest: dict, build_dir: Path, graph: fx.GraphModule, hint: str = "",
+            model: str | None = None) -> Rebuilt:
+    """Lower the build's plan again on its prepared model (named ``model`` in errors, default the manifest's
+    name): the same parts, and the stages whole."""
     name = model or manifest["model"]["name"]
     shape = tuple(manifest["model"]["input"]["shape"])
-    try:
-        prepared = prepare_model(name, shape)
-    except HalocutError as error:
-        raise HalocutError(f"{build_dir}: cannot prepare the build's model '{name}' again ({error})"
-                           + _hint(model)) from None
     plan = Plan.from_json(manifest["plan"], f"{build_dir}/manifest.json plan")
     try:
-        lowered = lower_plan(prepared.graph, plan)
+        lowered = lower_plan(graph, plan)
     except HalocutError as error:
-        raise HalocutError(f"{build_dir}: the build's plan does not fit model '{name}' ({error})"
-                           + _hint(model)) from None
+        raise HalocutError(f"{build_dir}: the build's plan does not fit model '{name}' ({error}){hint}") from None
     example = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     parts: dict[str, tuple[fx.GraphModule, list[torch.Tensor]]] = {}
 
@@ -192,16 +191,16 @@ def rebuild(manifest: dict, build_dir: Path, model: str | None = None) -> Rebuil
         parts[part] = (module, [a.detach().clone() for a in args])
         return module(*args)
 
-    run_lowered(prepared.graph, lowered, example, call=record)
-    volumes = _volumes(prepared.graph, plan)
-    rebuilt = Rebuilt(prepared.graph, plan, lowered, parts, record_values(prepared.graph, example),
+    run_lowered(graph, lowered, example, call=record)
+    volumes = _volumes(graph, plan)
+    rebuilt = Rebuilt(graph, plan, lowered, parts, record_values(graph, example),
                       _part_layers(plan, volumes), volumes)
-    _check_matches(manifest, rebuilt, name, model, build_dir)
+    _check_matches(manifest, rebuilt, name, hint, build_dir)
     return rebuilt
 
 
 def write_bench(result: dict, path: str | Path) -> Path:
-    from targets.profile import write_profile
+    from halocut.runtime.profile import write_profile
 
     return write_profile(result, path)
 
@@ -277,38 +276,26 @@ def _volumes(graph: fx.GraphModule, plan: Plan) -> list[list[fx.Node]]:
 def _part_layers(plan: Plan, volumes: list[list[fx.Node]]) -> dict[str, Layers]:
     """Which layers each part computes, over which region of their output, at which share of features."""
     layers: dict[str, Layers] = {}
-    for index, (stage, volume) in enumerate(zip(plan.stages, volumes)):
-        if stage.kind == "single":
-            layers[part_name(index)] = [(n, None, 1.0) for n in volume]
-        elif stage.kind == "spatial":
-            for t, tile in enumerate(stage.tiles):
-                needs = compute_halos(volume, tile.region)
-                for h, hop in enumerate(_hops(volume, [d.until for d in tile.devices])):
-                    layers[part_name(index, t, h)] = [(n, needs.get(n.name, EMPTY), 1.0) for n in hop
-                                                      if not needs.get(n.name, EMPTY).is_empty()]
-        else:
+    halos: dict[tuple[int, int], dict[str, Region]] = {}
+    for p in plan_parts(plan):
+        stage, volume = plan.stages[p.stage], volumes[p.stage]
+        if p.tile is not None:
+            tile = stage.tiles[p.tile]
+            needs = halos.setdefault((p.stage, p.tile), compute_halos(volume, tile.region))
+            hop = split_hops(volume, [d.until for d in tile.devices])[p.hop]
+            layers[p.name] = [(n, needs.get(n.name, EMPTY), 1.0) for n in hop
+                              if not needs.get(n.name, EMPTY).is_empty()]
+        elif p.cluster is not None:
             width = volume[0].meta["layer"].attrs["in_features" if stage.mode == "data" else "out_features"]
-            for k, cluster in enumerate(stage.clusters):
-                share = (cluster.features[1] - cluster.features[0]) / width
-                layers[part_name(index, cluster=k)] = [(n, None, share) for n in volume
-                                                       if n.meta["layer"].kind == "linear"]
-            layers[part_name(index, merge=True)] = []
+            features = stage.clusters[p.cluster].features
+            share = (features[1] - features[0]) / width
+            layers[p.name] = [(n, None, share) for n in volume if n.meta["layer"].kind == "linear"]
+        else:
+            layers[p.name] = [] if p.merge else [(n, None, 1.0) for n in volume]
     return layers
 
 
-def _hops(volume: list[fx.Node], untils: list[str | None]) -> list[list[fx.Node]]:
-    """A tile's volume split after each ``until`` layer, as passes/lower cuts its chain."""
-    hops: list[list[fx.Node]] = [[]]
-    boundaries = [u for u in untils if u is not None]
-    for node in volume:
-        hops[-1].append(node)
-        if boundaries and node.name == boundaries[0]:
-            boundaries.pop(0)
-            hops.append([])
-    return hops
-
-
-def _check_matches(manifest: dict, rebuilt: Rebuilt, name: str, model: str | None, build_dir: Path) -> None:
+def _check_matches(manifest: dict, rebuilt: Rebuilt, name: str, hint: str, build_dir: Path) -> None:
     for device, entry in manifest["devices"].items():
         for part in entry["parts"]:
             made = rebuilt.parts.get(part["name"])
@@ -316,11 +303,7 @@ def _check_matches(manifest: dict, rebuilt: Rebuilt, name: str, model: str | Non
             if shapes != [i["shape"] for i in part["inputs"]]:
                 raise HalocutError(f"{build_dir}: model '{name}' prepared again does not give part "
                                    f"'{part['name']}' its inputs {[i['shape'] for i in part['inputs']]} "
-                                   f"(got {shapes})" + _hint(model))
-
-
-def _hint(model: str | None) -> str:
-    return "; name the build's model with --model" if model is None else ""
+                                   f"(got {shapes}){hint}")
 
 
 def _runnable(entry: dict, runtimes: tuple[str, ...]) -> list[Artifact]:

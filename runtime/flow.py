@@ -19,8 +19,8 @@ from typing import Callable
 
 import numpy as np
 
-from compiler.errors import HalocutError
-from runtime.names import parse_part_name
+from halocut.ir.errors import HalocutError
+from halocut.ir.names import parse_part_name
 
 Span = tuple[int, int]
 Runner = Callable[[list[np.ndarray]], list[np.ndarray]]
@@ -189,7 +189,7 @@ def _final(part: str, message: int, output: dict, origins: dict) -> Final:
 
 def _tile_origins(plan: dict) -> dict[str, tuple[int, int]]:
     """Per tile part: the top-left corner of its region of the stage's output, and that output's height, width."""
-    from runtime.names import part_name
+    from halocut.ir.names import part_name
 
     origins = {}
     for index, stage in enumerate(plan["stages"]):

@@ -1,9 +1,9 @@
 """Gantt charts of simulated (or measured) timelines: one row per device and per link, PNG via matplotlib.
 
->>> from runtime.simulate import Interval
+>>> from halocut.runtime.simulate import Busy
 >>> import tempfile, pathlib
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "t.png"
->>> plot_timeline([Interval("pi", 0.0, 0.1, "stage 0", 0, "compute")], path, "demo").exists()
+>>> plot_timeline([Busy("pi", 0.0, 0.1, "stage 0", 0, "compute")], path, "demo").exists()
 True
 """
 

@@ -3,15 +3,15 @@
 A :class:`PartHost` picks, for each of its parts, the first artifact this machine can run (the
 manifest lists them in preference order), checks the bytes it was sent against the manifest's
 sha256 before loading them (a mismatch is refused), loads them with their backend, and runs parts
-on the messages of :mod:`runtime.flow`: it assembles the inputs, runs the part, crops what each
+on the messages of :mod:`halocut.runtime.flow`: it assembles the inputs, runs the part, crops what each
 consumer reads. It counts compute seconds and the bytes it sends to other machines.
 
 >>> import hashlib, tempfile, torch
 >>> from pathlib import Path
 >>> from torch import fx, nn
->>> from backends.base import Part, Target
->>> from backends.onnx import emit
->>> from runtime.flow import Receive, Send, Step
+>>> from halocut.backends.base import Part, Target
+>>> from halocut.backends.onnx import emit
+>>> from halocut.runtime.flow import Receive, Send, Step
 >>> out = Path(tempfile.mkdtemp())
 >>> artifact = emit(Part("s0", fx.symbolic_trace(nn.ReLU()), (torch.randn(1, 2),), ("x",), ("y",)), Target("onnx"), out)
 >>> data = (out / artifact.path).read_bytes()
@@ -40,8 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
-from compiler.errors import HalocutError
-from runtime.flow import Runner, Step, assemble, crop
+from halocut.backends.base import Artifact, Target, backend
+from halocut.ir.errors import HalocutError
+from halocut.runtime.flow import Runner, Step, assemble, crop
 
 
 class PartHost:
@@ -144,34 +145,12 @@ class PartHost:
 
 def load_runner(part: str, artifact: dict, path: Path, threads: int | None) -> Runner:
     """A backend's runner for one artifact file; ONNX sessions get ``threads`` intra-op threads (None: all)."""
-    from backends.base import Artifact, Target, backend
-
-    if artifact["backend"] == "onnx":
-        return _onnx_runner(path, threads)
     target = Target(artifact["backend"], artifact.get("tvm_target"))
-    return backend(artifact["backend"]).load(Artifact(part, artifact["backend"], target, Path(path.name)), path.parent)
-
-
-def _onnx_runner(path: Path, threads: int | None) -> Runner:
-    """backends.onnx.load with a thread limit (its session takes every core, too many beside other actors)."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    names = [i.name for i in session.get_inputs()]
-
-    def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
-        return session.run(None, {name: np.ascontiguousarray(x) for name, x in zip(names, inputs)})
-    return run
+    return backend(artifact["backend"]).load(Artifact(part, artifact["backend"], target, Path(path.name)), path.parent,
+                                             threads=threads)
 
 
 def _runnable(artifact: dict) -> bool:
-    from backends.base import Target, backend
-
     return backend(artifact["backend"]).runnable(Target(artifact["backend"], artifact.get("tvm_target")))
 
 

@@ -1,10 +1,10 @@
 """Run a build on Ray: one actor per machine, a compiled graph per request, recovery when a machine fails.
 
-Each machine of the topology that runs parts gets one actor (:class:`runtime.ray_actor.PartHost`),
+Each machine of the topology that runs parts gets one actor (:class:`halocut.runtime.ray_actor.PartHost`),
 placed by a custom resource named after the machine: on the real machine ``ray start --resources
 '{"pi4-0": 1}'``; in the embedded cluster (no address) this machine offers one unit of every name.
 The driver is the requester: it sends each first part its crop of the input and receives the
-model's outputs. The graph of parts (:mod:`runtime.flow`) becomes a Ray DAG, compiled with
+model's outputs. The graph of parts (:mod:`halocut.runtime.flow`) becomes a Ray DAG, compiled with
 ``experimental_compile`` so a request costs about a millisecond of dispatch; where compiling fails
 the plain DAG API runs the same graph (and the log says so).
 
@@ -31,9 +31,9 @@ import numpy as np
 import ray
 from ray import exceptions as rex
 
-from compiler.errors import HalocutError
-from runtime.flow import Flow, Step, collect, entry_messages
-from runtime.ray_actor import PartHost
+from halocut.ir.errors import HalocutError, one_line
+from halocut.runtime.flow import Flow, Step, collect, entry_messages
+from halocut.runtime.ray_actor import PartHost
 
 logger = logging.getLogger("halocut.runtime")
 
@@ -267,7 +267,7 @@ class Deployment:
     def _recover(self, error: Exception, in_flight: int) -> None:
         if len(self.recoveries) >= self.max_recoveries:
             raise HalocutError(f"giving up after {len(self.recoveries)} recoveries; last failure: "
-                               f"{_first_line(error)}") from None
+                               f"{one_line(error, first=True)}") from None
         start = time.perf_counter()
         self._teardown()
         lost, restarted = [], []
@@ -292,9 +292,9 @@ class Deployment:
                                "restarted" if kind == "restart" else "replanned without", device,
                                type(error).__name__, detail, seconds, in_flight)
         if not lost and not restarted:
-            self.recoveries.append(Recovery("retry", "-", seconds, in_flight, _first_line(error)))
+            self.recoveries.append(Recovery("retry", "-", seconds, in_flight, one_line(error, first=True)))
             logger.warning("graph failed (%s) with every actor alive; rebuilt it in %.2f s, %d request(s) sent again",
-                           _first_line(error), seconds, in_flight)
+                           one_line(error, first=True), seconds, in_flight)
 
     def _parts_on(self, device: str) -> set[str]:
         return {p for p, d in self.placement.items() if d == device}
@@ -353,9 +353,4 @@ def _user_error(error: rex.RayTaskError) -> Exception:
     cause = getattr(error, "cause", None)
     if isinstance(cause, HalocutError):
         return HalocutError(str(cause))
-    return HalocutError(f"a part failed on its actor: {_first_line(cause or error)}")
-
-
-def _first_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return (lines[0] if lines else type(error).__name__)[:300]
+    return HalocutError(f"a part failed on its actor: {one_line(cause or error, first=True)}")

@@ -2,9 +2,9 @@
 
 Numerical equivalence (design.md): max abs error <= 1e-4 * max(1, max abs of the reference), float32.
 
->>> from compiler.frontend import load_model
->>> from compiler.ir import annotate_layers
->>> from compiler.plan import single_device_plan
+>>> from halocut.compiler.frontend import load_model
+>>> from halocut.ir.layers import annotate_layers
+>>> from halocut.ir.plan import single_device_plan
 >>> loaded = load_model("lenet5")
 >>> _ = annotate_layers(loaded.graph_module, loaded.input_shape)
 >>> plan = single_device_plan(loaded.graph_module, "lenet5", loaded.input_shape, "pi4-0")
@@ -19,11 +19,11 @@ from typing import Callable
 import torch
 from torch import fx
 
-from compiler.errors import HalocutError
-from compiler.plan import Plan
-from passes.cut import StagePart
-from passes.lower import LoweredStage, lower_plan
-from runtime.names import part_name
+from halocut.ir.errors import HalocutError
+from halocut.ir.names import part_name
+from halocut.ir.plan import Plan
+from halocut.passes.cut import StagePart
+from halocut.passes.lower import LoweredStage, lower_plan
 
 RELATIVE_TOLERANCE = 1e-4
 

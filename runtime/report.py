@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from runtime.simulate import SimulationResult
-from targets.topology import Topology
+from halocut.runtime.simulate import SimulationResult
+from halocut.targets.topology import Topology
 
 
 def topology_tables(topology: Topology) -> list[Table]:

@@ -15,13 +15,13 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from backends.manifest import load_manifest
-from compiler.errors import HalocutError
-from passes.cut import output_nodes
-from runtime.flow import Flow, flow_from_manifest, run_local
+from halocut.backends.manifest import load_manifest
+from halocut.ir.errors import HalocutError
+from halocut.runtime.flow import Flow, flow_from_manifest, run_local
 
 
 @dataclass(frozen=True)
@@ -64,18 +64,27 @@ class RunReport:
         return dict(self.__dict__)
 
 
-def run_build(options: RunOptions) -> RunReport:
-    """Run ``options.build`` and return what was verified and measured (the CLI prints it)."""
+Reference = Callable[[np.ndarray], dict[str, np.ndarray]]  # an input -> the expected output of each model output
+
+
+def run_build(options: RunOptions,
+              load_reference: Callable[[Flow], tuple[Reference, str]] | None = None) -> RunReport:
+    """Run ``options.build`` and return what was verified and measured (the CLI prints it).
+
+    ``load_reference(flow)`` gives the expected outputs and what they come from: the original model
+    (:func:`halocut.compiler.commands.run_build` prepares it); without it, the in-process executor of the
+    same artifacts.
+    """
     import ray
 
-    from runtime.ray_exec import Deployment, connect
+    from halocut.runtime.ray_exec import Deployment, connect
 
     if options.requests < 1:
         raise HalocutError(f"--requests {options.requests}: at least one request")
     build = Path(options.build)
     flow = flow_from_manifest(load_manifest(build))
     inputs = make_inputs(flow, options.image, options.requests, options.seed)
-    reference, label = reference_for(flow, build, options.model, options.weights)
+    reference, label = (load_reference or (lambda f: local_reference(f, build, 'no model given')))(flow)
     timings = {}
     start = time.perf_counter()
     started = connect(flow.devices(), options.address)
@@ -155,37 +164,9 @@ def make_inputs(flow: Flow, image: str | Path | None, count: int, seed: int) -> 
     return [x] * count
 
 
-def reference_for(flow: Flow, build: Path, model: str | None, weights):
-    """A callable giving the expected outputs of an input, and what it is.
-
-    The original model (by the manifest's name, or ``model``); when it cannot be loaded, the
-    in-process executor of the build's artifacts (:func:`runtime.flow.run_local`).
-    """
-    import torch
-
-    from compiler.prepare import prepare_model
-
-    try:
-        prepared = prepare_model(model or flow.model, flow.input_shape, weights)
-    except HalocutError as error:
-        return (_local_reference(flow, build, str(error)),
-                f"in-process executor of the same artifacts (the model does not load here: {error})")
-    names = [n.name for n in output_nodes(prepared.graph)]
-    built = sorted({final.name for final in flow.finals})
-    if sorted(names) != built:
-        raise HalocutError(f"model '{model or flow.model}' returns {names}, the build {built}")
-    module = prepared.module.eval()
-
-    def original(x: np.ndarray) -> dict[str, np.ndarray]:
-        with torch.no_grad():
-            result = module(torch.from_numpy(x))
-        values = result if isinstance(result, (list, tuple)) else [result]
-        return {name: value.numpy() for name, value in zip(names, values)}
-    return original, "original model"
-
-
-def _local_reference(flow: Flow, build: Path, why: str):
-    from runtime.ray_actor import PartHost
+def local_reference(flow: Flow, build: Path, why: str) -> tuple[Reference, str]:
+    """The in-process executor of the build's own artifacts, when the original model cannot be loaded."""
+    from halocut.runtime.ray_actor import PartHost
 
     host = PartHost("requester")
     try:
@@ -193,14 +174,15 @@ def _local_reference(flow: Flow, build: Path, why: str):
                                      for s in flow.steps for a in s.artifacts}, {})
     except HalocutError as error:
         raise HalocutError(f"cannot verify: the model does not load here ({why}) and {error}") from None
-    return lambda x: run_local(flow, host.runners, x)
+    return (lambda x: run_local(flow, host.runners, x),
+            f"in-process executor of the same artifacts (the model does not load here: {why})")
 
 
 def verify(answers: list[dict], inputs: list[np.ndarray], reference, label: str) -> tuple[float, float]:
     """Max abs error of answers against the reference; above the tolerance it is an error."""
     import torch
 
-    from runtime.reference import max_error
+    from halocut.runtime.reference import max_error
 
     worst, allowed = 0.0, 0.0
     for index, (answer, x) in enumerate(zip(answers, inputs)):

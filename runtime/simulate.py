@@ -17,24 +17,24 @@ from __future__ import annotations
 import heapq
 import itertools
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from torch import fx
 
-from compiler.errors import HalocutError
-from compiler.ir import value_bytes
-from compiler.plan import Plan, Stage
-from passes.cut import compute_nodes, output_nodes
-from passes.halo import Region, compute_halos
-from runtime.names import part_name
-from targets.cost import CostModel, efficiency_of
-from targets.topology import Link, Topology
+from halocut.ir.errors import HalocutError
+from halocut.ir.graph import compute_nodes, output_nodes, split_hops
+from halocut.ir.layers import value_bytes
+from halocut.ir.names import part_name
+from halocut.ir.plan import Plan, Stage
+from halocut.ir.regions import Region, full_region, overlap_bytes
+from halocut.passes.halo import compute_halos
+from halocut.targets.cost import CostModel, efficiency_of
+from halocut.targets.topology import Link, Topology
 
 EPSILON = 1e-12
 
 
 @dataclass(frozen=True)
-class Interval:
+class Busy:
     """A busy interval of a device (compute) or a link (transfer) in the timeline."""
 
     resource: str
@@ -81,7 +81,7 @@ class SimulationResult:
     lower_bound_s: float
     busy_s: dict[str, float]
     bytes_per_link: dict[str, float]
-    timeline: tuple[Interval, ...]
+    timeline: tuple[Busy, ...]
     requests: int
 
     def to_json(self) -> dict:
@@ -118,30 +118,10 @@ def simulate(graph_module: fx.GraphModule, plan: Plan, topology: Topology, cost:
                             tuple(timeline), requests)
 
 
-def simulate_files(model: str, topology_path: str, plan_path: str | None = None,
-                   input_shape: tuple[int, ...] | None = None, requests: int = 8,
-                   gantt_path: str | None = None) -> tuple[SimulationResult, Path]:
-    """The work behind ``halocut simulate``: load everything, simulate, draw the Gantt chart."""
-    from compiler.plan import single_device_plan
-    from compiler.prepare import prepare_model
-    from runtime.gantt import plot_timeline
-    from targets.topology import load_topology
-
-    topology = load_topology(topology_path)
-    plan = Plan.load(plan_path) if plan_path else None
-    shape = input_shape or (plan.input_shape if plan else None)
-    prepared = prepare_model(model, shape)
-    if plan is None:
-        plan = single_device_plan(prepared.graph, prepared.name, prepared.input_shape, topology.requester.name)
-    elif tuple(plan.input_shape) != tuple(prepared.input_shape):
-        raise HalocutError(f"{plan_path}: plan is for input shape {tuple(plan.input_shape)}, the model is "
-                           f"analysed at {tuple(prepared.input_shape)}")
-    result = simulate(prepared.graph, plan, topology, requests=requests)
-    gantt = Path(gantt_path or f"{prepared.name.replace(':', '-')}-{topology.name}.png")
-    title = f"{prepared.name} on {topology.name}: {result.latency_s * 1e3:.1f} ms, {result.throughput_ips:.1f} img/s"
-    stream = _Simulation(prepared.graph, plan, topology, CostModel(), min(requests, 4)).run()
-    plot_timeline(stream, gantt, title, [d.name for d in topology.devices if d.computes])
-    return result, gantt
+def stream_timeline(graph_module: fx.GraphModule, plan: Plan, topology: Topology, cost: CostModel | None = None,
+                    requests: int = 4) -> list[Busy]:
+    """The busy intervals of ``requests`` requests queued at time 0 (what a Gantt chart of a stream shows)."""
+    return _Simulation(graph_module, plan, topology, cost or CostModel(), requests).run()
 
 
 def lower_bound(graph_module: fx.GraphModule, topology: Topology, cost: CostModel | None = None) -> float:
@@ -166,7 +146,7 @@ class _Simulation:
         self.order = {name: i for i, name in enumerate(self.nodes)}
         self.items: list[_Item] = []
         self.route_start: dict[int, str] = {}
-        self.timeline: list[Interval] = []
+        self.timeline: list[Busy] = []
         for request in range(requests):
             self._build(request)
 
@@ -241,7 +221,7 @@ class _Simulation:
         members = {n.name for n in volume}
         for t, tile in enumerate(stage.tiles):
             needs = compute_halos(volume, tile.region)
-            hops = _split_hops(volume, [h.until for h in tile.devices])
+            hops = split_hops(volume, [h.until for h in tile.devices])
             hop_of = {n.name: h for h, nodes in enumerate(hops) for n in nodes}
             tasks: list[_Item] = []
             for h, (hop, nodes) in enumerate(zip(tile.devices, hops)):
@@ -283,7 +263,7 @@ class _Simulation:
 
     # --- running it
 
-    def run(self) -> list[Interval]:
+    def run(self) -> list[Busy]:
         _RunState(self).loop()
         stuck = [i.label for i in self.items if i.done_s < 0]
         if stuck:
@@ -384,7 +364,7 @@ class _RunState:
     def end_compute(self, item: _Item) -> None:
         self.running[item.device] = None
         if item.duration_s > 0:
-            self.sim.timeline.append(Interval(item.device, item.hop_start_s, self.now, item.label, item.request,
+            self.sim.timeline.append(Busy(item.device, item.hop_start_s, self.now, item.label, item.request,
                                               "compute"))
         self.finish(item)
         self.start_devices()
@@ -408,7 +388,7 @@ class _RunState:
     def end_hop(self, item: _Item) -> None:
         channel = self.sim.channel(item)
         link = item.route[item.hop]
-        self.sim.timeline.append(Interval(link.key, item.hop_start_s, self.now, item.label, item.request,
+        self.sim.timeline.append(Busy(link.key, item.hop_start_s, self.now, item.label, item.request,
                                           "transfer", item.bits / 8.0))
         self.channel_busy[channel] = None
         item.hop += 1
@@ -425,32 +405,3 @@ class _RunState:
             other.waiting -= 1
             if other.waiting == 0:
                 self.ready(other)
-
-
-def full_region(node: fx.Node) -> Region | None:
-    """All of a feature map, or None for a value that is not one (a vector: moved whole)."""
-    shape = tuple(getattr(node.meta.get("tensor_meta"), "shape", ()))
-    return Region.full(shape) if len(shape) == 4 else None
-
-
-def overlap_bytes(piece, region: Region | None) -> float:
-    """Bytes of ``piece`` (anything with ``region`` and ``size_bytes``) that ``region`` reads."""
-    if region is None or piece.region is None:
-        return piece.size_bytes
-    overlap = piece.region.intersect(region)
-    if overlap.is_empty():
-        return 0.0
-    return piece.size_bytes * overlap.height * overlap.width / float(piece.region.height * piece.region.width)
-
-
-def _split_hops(volume: list[fx.Node], untils: list[str | None]) -> list[list[fx.Node]]:
-    hops, current = [], []
-    boundaries = [u for u in untils if u is not None]
-    for node in volume:
-        current.append(node)
-        if boundaries and node.name == boundaries[0]:
-            hops.append(current)
-            current = []
-            boundaries.pop(0)
-    hops.append(current)
-    return hops

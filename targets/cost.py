@@ -16,10 +16,10 @@ Two sources behind one interface, :meth:`CostModel.latency`:
   height, interpolated linearly, for the layers it has; other layers fall
   back to the analytic model with the profile's measured speed.
 
->>> from targets.topology import catalog_device
+>>> from halocut.targets.topology import catalog_device
 >>> nano = catalog_device("jetson-nano")
 >>> model = CostModel()
->>> from compiler.ir import LayerInfo
+>>> from halocut.ir.layers import LayerInfo
 >>> conv = LayerInfo("conv2d", "c", {"kernel": (3, 3), "groups": 1, "in_channels": 64, "out_channels": 64},
 ...     ((1, 64, 56, 56),), ((1, 64, 56, 56),), flops=2 * 64 * 56 * 56 * 64 * 9, output_bytes=4 * 64 * 56 * 56)
 >>> 0.5e-3 < model.latency(nano, conv) < 5e-3
@@ -37,9 +37,9 @@ from pathlib import Path
 import numpy as np
 from torch import fx
 
-from compiler.ir import LayerInfo
-from passes.halo import Region
-from targets.topology import Device
+from halocut.ir.layers import LayerInfo
+from halocut.ir.regions import Region
+from halocut.targets.topology import Device
 
 POINTWISE = frozenset({"relu", "relu6", "leaky_relu", "sigmoid", "tanh", "hardswish", "hardsigmoid", "silu",
                        "gelu", "batchnorm2d", "dropout", "identity"})

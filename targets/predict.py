@@ -1,29 +1,23 @@
 """Whole-model latency predictions: what the cost model says a device needs for a model, unsplit.
 
->>> from targets.topology import catalog_device
->>> 0.005 < predict_model_latency(catalog_device("rpi4"), "lenet5") < 0.1
+>>> from halocut.targets.topology import catalog_device
+>>> from torch import fx, nn
+>>> from halocut.ir.layers import annotate_layers
+>>> graph = fx.symbolic_trace(nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU()))
+>>> _ = annotate_layers(graph, (1, 3, 32, 32))
+>>> 0 < predict_model_latency(catalog_device("rpi4"), graph) < 0.1
 True
 """
 
 from __future__ import annotations
 
-from functools import cache
+from torch import fx
 
-from compiler.prepare import prepare_model
-from passes.cut import compute_nodes
-from targets.cost import CostModel
-from targets.topology import Device
-
-
-@cache
-def deployed_graph(model: str, input_size: int | None = None):
-    """A model as deployment runs it: traced, BN folded, annotated."""
-    shape = None if input_size is None else (1, 3, input_size, input_size)
-    return prepare_model(model, shape).graph
+from halocut.ir.graph import compute_nodes
+from halocut.targets.cost import CostModel
+from halocut.targets.topology import Device
 
 
-def predict_model_latency(device: Device, model: str, input_size: int | None = None,
-                          cost: CostModel | None = None) -> float:
-    """Seconds for one image of ``model`` on ``device`` alone."""
-    graph = deployed_graph(model, input_size)
+def predict_model_latency(device: Device, graph: fx.GraphModule, cost: CostModel | None = None) -> float:
+    """Seconds for one image of an annotated graph on ``device`` alone."""
     return (cost or CostModel()).nodes_latency(device, compute_nodes(graph))

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import yaml
 
-from compiler.errors import HalocutError
-from compiler.schema import check, shipped_validator
-from targets.units import bits_per_second, quantity, seconds
+from halocut.ir.errors import HalocutError, one_line
+from halocut.ir.schema import check, shipped_validator
+from halocut.targets.units import bits_per_second, quantity, seconds
 
 ROLES = ("requester", "device", "edge", "cloud", "gateway")
 
@@ -128,13 +128,13 @@ def load_topology(path: str | Path) -> Topology:
     except FileNotFoundError:
         raise HalocutError(f"{path}: file does not exist") from None
     except yaml.YAMLError as error:
-        raise HalocutError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from None
+        raise HalocutError(f"{path}: not valid YAML: {one_line(error)}") from None
     return parse_topology(data, str(path), path.parent)
 
 
 def parse_topology(data: object, source: str = "topology", base: Path = Path(".")) -> Topology:
     """Build a topology from parsed YAML; ``source`` names it in errors, ``base`` resolves profile paths."""
-    check(shipped_validator("targets", "topology.schema.json"), data, source)
+    check(shipped_validator(__package__, "topology.schema.json"), data, source)
     catalog = load_catalog()
     devices = tuple(_device(entry, f"{source}: devices[{i}]", catalog, base) for i, entry in enumerate(data["devices"]))
     _unique([d.name for d in devices], f"{source}: devices", "device")
@@ -325,4 +325,4 @@ def catalog_device(kind: str, name: str | None = None, role: str = "device") -> 
 @cache
 def load_catalog() -> dict[str, dict]:
     """The device catalog ``targets/devices.yaml``: kind -> entry (figures, backend, sources)."""
-    return yaml.safe_load(resources.files("targets").joinpath("devices.yaml").read_text())
+    return yaml.safe_load(resources.files(__package__).joinpath("devices.yaml").read_text())

@@ -3,8 +3,8 @@
 Each entry maps a name to ``(factory, default input shape)``.
 """
 
-from compiler.zoo.lenet5 import lenet5
-from compiler.zoo.yolov2 import yolov2
+from halocut.compiler.zoo.lenet5 import lenet5
+from halocut.compiler.zoo.yolov2 import yolov2
 
 ZOO = {
     "yolov2": (yolov2, (1, 3, 608, 608)),

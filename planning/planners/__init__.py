@@ -1,0 +1,1 @@
+"""One file per registered planner (see halocut.planning.PLANNERS)."""

@@ -1,0 +1,359 @@
+"""The ``halocut`` planner's DP over segment boundaries, and the prices it is built from.
+
+:class:`BoundarySearch` prices, for one graph, topology and cost model:
+single-device segments (running sums of layer latencies), volumes split
+min-max over per-device row tables (:mod:`halocut.planning.search.volume_cost`), fc
+segments split by output features, transfers along routes, and gathers from
+a spread volume's tiles. :meth:`BoundarySearch.search` finds the cheapest
+sequence of :class:`Step` s from the input at the requester to the output
+back at it; :meth:`BoundarySearch.build` turns steps into a Plan. The
+algorithm as a whole is described in :mod:`halocut.planning.planners.halocut`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from torch import fx
+
+from halocut.ir.errors import HalocutError
+from halocut.ir.graph import compute_nodes, output_nodes
+from halocut.ir.layers import value_bytes
+from halocut.ir.plan import Cluster, Hop, Plan, Stage, Tile, check_fc, check_single_output
+from halocut.ir.regions import Region
+from halocut.planning.search.cuts import crossing
+from halocut.planning.search.layers import layer_groups, split_rows, splittable
+from halocut.planning.search.volume_cost import VolumeTables, device_key, height, min_max_split, row_bytes
+from halocut.targets.cost import CostModel, fusable
+from halocut.targets.topology import Device, Topology
+
+SPREAD = "*spread*"  # a holder: the tensor lies in tiles over the previous volume's devices
+
+
+@dataclass(frozen=True)
+class Step:
+    start: int
+    end: int
+    holder: str  # where the segment's output lies afterwards: a device, or SPREAD
+    device: str | None = None  # single-device segment
+    rows: tuple[tuple[str, int], ...] = ()  # volume: rows per device, in tile order
+    clusters: tuple[tuple[str, int, int], ...] = ()  # fc: (device, first feature, end feature)
+
+
+class BoundarySearch:
+    def __init__(self, graph: fx.GraphModule, topology: Topology, devices: list[Device], cost: CostModel):
+        self.graph, self.topology, self.devices, self.cost = graph, topology, devices, cost
+        self.requester = topology.requester.name
+        self.compute = {d.name for d in devices}
+        self.nodes = compute_nodes(graph)
+        self.index = {n.name: i for i, n in enumerate(self.nodes)}
+        starts = [self.index[g[0].name] for g in layer_groups(graph)]
+        self.positions = [p for p in starts if p == 0 or crossing(graph, p) <= 2] + [len(self.nodes)]
+        self.tables = VolumeTables(self.nodes, devices, cost)
+        everything = set(self.index)
+        self.prefix: dict[tuple, list[float]] = {}
+        for device in devices:  # running sums of whole-layer latencies, pointwise ops fused as in the simulator
+            sums = [0.0]
+            for node in self.nodes:
+                layer = node.meta.get("layer")
+                fused = layer is not None and fusable(node, everything)
+                sums.append(sums[-1] + (cost.latency(device, layer, None, node.name, fused=fused) if layer else 0.0))
+            self.prefix[device_key(device)] = sums
+        self.volumes: dict[tuple[int, int, str, bool], tuple[float, tuple]] = {}
+        self.links: dict[tuple[str, str, bool], tuple[float, float]] = {}
+        self.crossings: dict[int, float] = {}
+        self.splittable: dict[tuple[int, int], bool] = {}
+        self.flow_cache: dict[tuple[int, int], tuple] = {}
+        self.compute_cache: dict[tuple, np.ndarray] = {}
+        self.by_name = {d.name: d for d in devices}
+
+    # --- prices
+
+    def link(self, source: str, target: str, shared: bool = False) -> tuple[float, float]:
+        """(seconds per message, seconds per byte) from ``source`` to ``target``.
+
+        ``shared``: the message goes out with one to every device on the same
+        medium (a scatter or gather of tiles or clusters), which divide it evenly.
+        """
+        if (source, target, shared) not in self.links:
+            self.links[source, target, shared] = self._link(source, target, shared)
+        return self.links[source, target, shared]
+
+    def _link(self, source: str, target: str, shared: bool) -> tuple[float, float]:
+        """(fixed seconds, seconds per byte) of the route; a shared medium divided among every device whose route
+        from the requester crosses it (halocut's own estimate, not a paper's: they all send at once)."""
+        if source == target:
+            return 0.0, 0.0
+        fixed, per_byte = 0.0, 0.0
+        for link in self.topology.route(source, target):
+            bandwidth = link.bandwidth_bps
+            if link.medium and shared:
+                sharing = sum(1 for d in self.devices if any(x.medium == link.medium
+                                                             for x in self.topology.route(self.requester, d.name)))
+                bandwidth = self.topology.medium(link.medium).bandwidth_bps / max(1, sharing)
+            fixed += link.latency_s + link.overhead_s
+            per_byte += 8.0 / bandwidth
+        return fixed, per_byte
+
+    def crossing_bytes(self, position: int) -> float:
+        if position not in self.crossings:
+            self.crossings[position] = self._crossing_bytes(position)
+        return self.crossings[position]
+
+    def _crossing_bytes(self, position: int) -> float:
+        before = {n.name for n in self.nodes[:position]}
+        made = [s for n in self.nodes[position:] for s in n.all_input_nodes if s.name in before]
+        if position == 0:
+            made = [n for n in self.graph.graph.nodes if n.op == "placeholder"]
+        return sum(value_bytes(n) for n in dict.fromkeys(made))
+
+    def single(self, start: int, end: int, device: Device) -> float:
+        sums = self.prefix[device_key(device)]
+        return sums[end] - sums[start]
+
+    def volume(self, start: int, end: int, entry: str, gathered: bool) -> tuple[float, tuple]:
+        """Min-max time and split of a volume entered from ``entry`` (the requester or SPREAD)."""
+        key = (start, end, entry, gathered)
+        if key not in self.volumes:
+            self.volumes[key] = self._volume(self.nodes[start:end], entry, gathered)
+        return self.volumes[key]
+
+    def _volume(self, volume: list[fx.Node], entry: str, gathered: bool, tail: str | None = None,
+                among: list[Device] | None = None) -> tuple[float, tuple]:
+        start, end = self.index[volume[0].name], self.index[volume[-1].name] + 1
+        among = among or self.devices
+        out_bytes = self.flows(start, end)[3]
+        anchors: dict[str, str] = {}
+        for _ in range(3):  # the first and last tiles are border tiles: price them so until the set settles
+            times = {}
+            for d in among:
+                times[d.name] = self.device_time(start, end, d, entry, gathered, anchors.get(d.name, "middle"))
+                if tail is not None and d.name != tail:  # its rows go on to the device that runs the rest
+                    fixed, per_byte = self.link(d.name, tail, shared=True)
+                    times[d.name] = times[d.name] + (fixed + per_byte * out_bytes) * (out_bytes > 0)
+            finish, rows = min_max_split(times, height(volume[-1]))
+            active = [d.name for d in among if rows.get(d.name)]
+            settled = {active[-1]: "bottom", active[0]: "top"} if active else {}
+            if settled == anchors:
+                break
+            anchors = settled
+        return finish, tuple((d.name, rows[d.name]) for d in among if rows.get(d.name))
+
+    def aligned(self, start: int, end: int, entry: str, gathered: bool, split: tuple) -> tuple[float, tuple]:
+        """A volume split by fixed weights ``split`` ((device, weight), ...): every volume keeps one layout."""
+        key = ("aligned", start, end, entry, gathered, split)
+        if key not in self.volumes:
+            total = height(self.nodes[end - 1])
+            spans = split_rows(total, dict(split))
+            finish = max(self.device_time(start, end, self.by_name[d], entry, gathered, _anchor(a, b, total))[b - a]
+                         for d, a, b in spans)
+            self.volumes[key] = (float(finish), tuple((d, b - a) for d, a, b in spans))
+        return self.volumes[key]
+
+    def flows(self, start: int, end: int, anchor: str = "middle") -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+        """Rows each node needs, bytes read from outside (all, and halo only), bytes of output, by tile height."""
+        if (start, end, anchor) not in self.flow_cache:
+            volume = self.nodes[start:end]
+            needs = self.tables.needs(volume, anchor)
+            members = {n.name for n in volume}
+            outside = [s for s in needs if s not in members]
+            n_out = needs[volume[-1].name]
+            in_bytes = sum(needs[s] * row_bytes(self.graph_node(s)) for s in outside)
+            own = sum(n_out * (height(self.graph_node(s)) / height(volume[-1])) * row_bytes(self.graph_node(s))
+                      for s in outside)  # entered spread, a device already holds about its own share of rows
+            self.flow_cache[start, end, anchor] = (needs, in_bytes, (in_bytes - own).clip(min=0),
+                                                   n_out * row_bytes(volume[-1]))
+        return self.flow_cache[start, end, anchor]
+
+    def device_time(self, start: int, end: int, device: Device, entry: str, gathered: bool,
+                    anchor: str = "middle") -> np.ndarray:
+        """Seconds for ``n`` rows of the volume on ``device``, receiving its input and sending its output back."""
+        needs, in_bytes, halo_bytes, out_bytes = self.flows(start, end, anchor)
+        key = (start, end, device_key(device), anchor)
+        if key not in self.compute_cache:
+            self.compute_cache[key] = self.tables.compute_s(self.nodes[start:end], needs, device_key(device))
+        total = self.compute_cache[key]
+        working = out_bytes > 0
+        fixed, per_byte = self.link(self.requester, device.name, shared=True)
+        if device.name == self.requester and entry == SPREAD:
+            fixed, per_byte = self.nearest()
+        if device.name != self.requester or entry == SPREAD:
+            total = total + (fixed + (halo_bytes if entry == SPREAD else in_bytes) * per_byte) * working
+        if gathered and device.name != self.requester:
+            total = total + (fixed + out_bytes * per_byte) * working
+        return total
+
+    def gather(self, position: int, spread: Step) -> np.ndarray:
+        """Seconds for each device to collect a spread volume's output from the devices that hold its rows."""
+        key = ("gather", position, spread.rows)
+        if key in self.volumes:
+            return self.volumes[key]
+        total = sum(rows for _, rows in spread.rows)
+        row = self.crossing_bytes(position) / max(total, 1)
+        arrive = np.zeros(len(self.devices))
+        for k, device in enumerate(self.devices):
+            for holder, rows in spread.rows:
+                fixed, per_byte = self.link(holder, device.name, shared=True)
+                arrive[k] = max(arrive[k], fixed + per_byte * rows * row)
+        self.volumes[key] = arrive
+        return arrive
+
+    def is_fc(self, start: int, end: int) -> bool:
+        """A linear layer and its pointwise followers, which model parallelism splits by output features."""
+        nodes = self.nodes[start:end]
+        if nodes[0].meta["layer"].kind != "linear":
+            return False
+        try:
+            check_fc(nodes, "model", [(0, nodes[0].meta["layer"].attrs["out_features"])])
+        except HalocutError:
+            return False
+        return True
+
+    def fc_split(self, start: int, end: int, holder: str) -> tuple[float, tuple]:
+        """Min-max split of an fc segment's output features (in steps of 1/256), input from ``holder``."""
+        key = ("fc", start, end, holder)
+        if key not in self.volumes:
+            nodes = self.nodes[start:end]
+            features = nodes[0].meta["layer"].attrs["out_features"]
+            unit = max(1, features // 256)
+            counts = np.minimum(np.arange(features // unit + 2) * unit, features)
+            counts = counts[: int(np.searchsorted(counts, features)) + 1]
+            out_per_feature = value_bytes(nodes[-1]) / features
+            times = {}
+            for device in self.devices:
+                whole = sum(self.cost.latency(device, n.meta["layer"]) for n in nodes
+                            if n.meta["layer"].kind == "linear")
+                fixed, per_byte = self.link(holder, device.name, shared=True)
+                back_fixed, back_per_byte = self.link(device.name, self.requester, shared=True)
+                time = whole * counts / features + (fixed + per_byte * self.crossing_bytes(start)) + \
+                    back_fixed + back_per_byte * counts * out_per_feature
+                time[0] = 0.0
+                times[device.name] = time
+            finish, steps = min_max_split(times, len(counts) - 1)
+            clusters, first = [], 0
+            for device in self.devices:
+                if steps.get(device.name):
+                    last = int(counts[min(len(counts) - 1, np.searchsorted(counts, first) + steps[device.name])])
+                    clusters.append((device.name, first, last))
+                    first = last
+            self.volumes[key] = (finish, tuple(clusters))
+        return self.volumes[key]
+
+    def nearest(self) -> tuple[float, float]:
+        others = [self.link(self.requester, d.name, shared=True) for d in self.devices if d.name != self.requester]
+        return min(others, default=(0.0, 0.0), key=lambda fb: fb[1])
+
+    def graph_node(self, name: str) -> fx.Node:
+        if name in self.index:
+            return self.nodes[self.index[name]]
+        return next(n for n in self.graph.graph.nodes if n.name == name)
+
+    def is_volume(self, start: int, end: int) -> bool:
+        if (start, end) not in self.splittable:
+            self.splittable[start, end] = self._is_volume(start, end)
+        return self.splittable[start, end]
+
+    def _is_volume(self, start: int, end: int) -> bool:
+        volume = self.nodes[start:end]
+        if not all(splittable(n) or n.meta["layer"].kind == "size" for n in volume) or not splittable(volume[-1]):
+            return False
+        try:
+            check_single_output(volume)
+        except HalocutError:
+            return False
+        return True
+
+    # --- the DP
+
+    def plan(self, model: str, input_shape: tuple[int, ...], variant: str, split: tuple | None = None) -> Plan | None:
+        steps = self.search(variant, split)
+        return None if steps is None else self.build(model, input_shape, steps)
+
+    def build(self, model: str, input_shape: tuple[int, ...], steps: list[Step]) -> Plan:
+        stages = []
+        for step in steps:
+            names = tuple(n.name for n in self.nodes[step.start:step.end])
+            if step.clusters:
+                stages.append(Stage("fc", names, mode="model",
+                                    clusters=tuple(Cluster((a, b), d) for d, a, b in step.clusters)))
+                continue
+            if step.device is not None:
+                if stages and stages[-1].kind == "single" and stages[-1].device == step.device:
+                    stages[-1] = Stage("single", stages[-1].nodes + names, device=step.device)
+                else:
+                    stages.append(Stage("single", names, device=step.device))
+                continue
+            width = tuple(self.nodes[step.end - 1].meta["tensor_meta"].shape)[3]
+            tiles, top = [], 0
+            for device, rows in step.rows:
+                tiles.append(Tile(Region((top, top + rows), (0, width)), (Hop(device),)))
+                top += rows
+            stages.append(Stage("spatial", names, tiles=tuple(tiles)))
+        return Plan(model, tuple(input_shape), tuple(stages), planner="halocut")
+
+    def search(self, variant: str, split: tuple | None = None) -> list[Step] | None:
+        """Cheapest steps from the input at the requester to the output back at it (None: no way)."""
+        holders = [d.name for d in self.devices] + ([self.requester] if self.requester not in self.compute else [])
+        slot = {h: k for k, h in enumerate(holders)}
+        slot[SPREAD] = len(holders)
+        fixed, per_byte = (np.array([[self.link(h, d.name)[k] for d in self.devices] + [0.0] for h in holders])
+                           for k in (0, 1))
+        prefix = np.array([self.prefix[device_key(d)] for d in self.devices] + [[0.0] * (len(self.nodes) + 1)])
+        columns = np.arange(len(self.devices))
+        best = {p: np.full(len(holders) + 1, np.inf) for p in self.positions}
+        back: dict[tuple[int, int], tuple[int, int, Step]] = {}
+        best[0][slot[self.requester]] = 0.0
+        for i in self.positions:
+            for h in np.flatnonzero(np.isfinite(best[i])):
+                here = best[i][h]
+                for j in (p for p in self.positions if p > i):
+                    if h < len(holders) or (i, h) in back:  # one device takes the segment
+                        arrive = fixed[h, :-1] + per_byte[h, :-1] * self.crossing_bytes(i) if h < len(holders) \
+                            else self.gather(i, back[i, h][2])
+                        price = here + arrive + prefix[:-1, j] - prefix[:-1, i]
+                        for k in columns[price < best[j][columns]]:
+                            best[j][k] = price[k]
+                            back[j, k] = (i, h, Step(i, j, holders[k], device=holders[k]))
+                        if variant in ("all", "aligned") and self.is_fc(i, j):
+                            price, clusters = self.fc_split(i, j, holders[h])
+                            k = slot[self.requester]
+                            if len(clusters) > 1 and here + price < best[j][k]:
+                                best[j][k] = here + price
+                                back[j, k] = (i, h, Step(i, j, self.requester, clusters=clusters))
+                    holder = holders[h] if h < len(holders) else SPREAD
+                    if variant == "stages" or holder not in (self.requester, SPREAD):
+                        continue
+                    for step, price in self.volume_moves(i, j, holder, variant, split):
+                        k = slot[step.holder]
+                        if here + price < best[j][k]:
+                            best[j][k] = here + price
+                            back[j, k] = (i, h, step)
+        end = len(self.nodes)
+        finals = [best[end][k] + fixed_to + per * self.output_bytes() for k, (fixed_to, per) in
+                  enumerate(self.link(h, self.requester) for h in holders)]
+        if not np.isfinite(min(finals)):
+            return None
+        state = (end, int(np.argmin(finals)))
+        self.estimate = float(min(finals))
+        steps = []
+        while state in back:
+            i, h, step = back[state]
+            steps.append(step)
+            state = (i, h)
+        return steps[::-1]
+
+    def volume_moves(self, i: int, j: int, holder: str, variant: str, split: tuple | None):
+        if not self.is_volume(i, j):
+            return
+        for gathered in (True,) if variant == "gathered" else (True, False):
+            price, rows = self.aligned(i, j, holder, gathered, split) if split else self.volume(i, j, holder, gathered)
+            if rows:
+                yield Step(i, j, self.requester if gathered else SPREAD, rows=rows), price
+
+    def output_bytes(self) -> float:
+        return sum(value_bytes(n) for n in output_nodes(self.graph))
+
+
+def _anchor(first: int, end: int, total: int) -> str:
+    return "top" if first == 0 else "bottom" if end == total else "middle"
