@@ -59,18 +59,20 @@ The algorithm, in five steps:
 from __future__ import annotations
 
 import itertools
-import time
 
 import numpy as np
 from torch import fx
 
 from halocut.ir.errors import HalocutError
+from halocut.ir.names import part_name
 from halocut.ir.plan import Hop, Plan, Stage, Tile
 from halocut.ir.regions import Region
 from halocut.planning import PLANNERS, get_planner
 from halocut.planning.search.boundary_dp import SPREAD, BoundarySearch, Step
+from halocut.planning.search.coopai_units import grid_regions
 from halocut.planning.search.pipeline import pipeline_plans
 from halocut.planning.search.volume_cost import device_key, height
+from halocut.runtime.simulate import simulate
 from halocut.targets.cost import CostModel
 from halocut.targets.topology import Topology
 
@@ -102,8 +104,6 @@ if _unknown:
 
 def plan_halocut(graph: fx.GraphModule, model: str, input_shape: tuple[int, ...], topology: Topology,
                  cost: CostModel, safety_net: bool = True) -> Plan:
-    from halocut.runtime.simulate import simulate
-
     devices = topology.compute_devices()
     if not devices:
         raise HalocutError(f"halocut: topology '{topology.name}' has no device that computes")
@@ -124,7 +124,7 @@ def plan_halocut(graph: fx.GraphModule, model: str, input_shape: tuple[int, ...]
         if split is not None:
             scored.append((simulate(graph, split, topology, cost, requests=1).latency_s, -1, split))
     scored.sort(key=lambda item: item[:2])
-    refined = [refine(graph, plan, topology, cost, latency, budget_s=0.15) for latency, _, plan in scored[:2]]
+    refined = [refine(graph, plan, topology, cost, latency) for latency, _, plan in scored[:2]]
     best = min(refined, key=lambda plan: simulate(graph, plan, topology, cost, requests=1).latency_s)
     return Plan(best.model, best.input_shape, best.stages, planner="halocut")
 
@@ -185,8 +185,6 @@ def aligned_plans(search: BoundarySearch, model: str, input_shape: tuple[int, ..
 
 def _as_grid(search: BoundarySearch, plan: Plan) -> Plan | None:
     """The plan with each spatial stage over identical devices tiled as a near-square grid, same device order."""
-    from halocut.planning.search.coopai_units import grid_regions
-
     stages, changed = [], False
     for stage in plan.stages:
         devices = [t.devices[0].device for t in stage.tiles]
@@ -207,8 +205,6 @@ def _as_grid(search: BoundarySearch, plan: Plan) -> Plan | None:
 def split_tail(search: BoundarySearch, plan: Plan) -> Plan | None:
     """After a spatial stage, let the next single stage share its leading volume with the previous stage's
     second device (DistrEdge's second volume): the best of a few splits and volume ends, by simulation."""
-    from halocut.runtime.simulate import simulate
-
     best, best_s = None, simulate(search.graph, plan, search.topology, search.cost, requests=1).latency_s
     for index in range(1, len(plan.stages)):
         before, stage = plan.stages[index - 1], plan.stages[index]
@@ -237,21 +233,22 @@ def split_tail(search: BoundarySearch, plan: Plan) -> Plan | None:
     return best
 
 
+REFINE_TRIALS = 48  # simulated trials the local search may spend per plan: a count, not seconds (style.md 13)
+
+
 def refine(graph: fx.GraphModule, plan: Plan, topology: Topology, cost: CostModel, latency_s: float,
-           budget_s: float = 0.25) -> Plan:
+           max_trials: int = REFINE_TRIALS) -> Plan:
     """Local search on the simulated timeline: move rows from the tile that ends last to the one that ends first
     (in halving steps), or one row between neighbouring tiles, while the simulated latency drops.
 
-    The time spent is bounded by ``budget_s``.
+    Bounded by ``max_trials`` simulations, so the same inputs give the same plan on any machine, idle or loaded.
     """
-    from halocut.ir.names import part_name
-    from halocut.runtime.simulate import simulate
-
-    deadline = time.perf_counter() + budget_s
+    trials = 0
     improved = True
-    while improved and time.perf_counter() < deadline:
+    while improved and trials < max_trials:
         improved = False
         timeline = simulate(graph, plan, topology, cost, requests=1).timeline
+        trials += 1
         ends = {i.label: i.end_s for i in timeline if i.kind == "compute"}
         for index, stage in enumerate(plan.stages):
             if stage.kind != "spatial" or len(stage.tiles) < 2 or any(len(t.devices) > 1 for t in stage.tiles) or \
@@ -263,7 +260,7 @@ def refine(graph: fx.GraphModule, plan: Plan, topology: Topology, cost: CostMode
             moves = [(late, early, step) for step in _halvings(max(1, rows[late] // 4))]
             moves += [(a, b, 1) for t in range(len(rows) - 1) for a, b in ((t, t + 1), (t + 1, t))]
             for source, target, step in moves:  # the big move first, then one row between neighbours
-                if time.perf_counter() >= deadline:
+                if trials >= max_trials:
                     break
                 moved = list(rows)
                 moved[source] -= step
@@ -272,6 +269,7 @@ def refine(graph: fx.GraphModule, plan: Plan, topology: Topology, cost: CostMode
                     continue
                 candidate = _with_rows(plan, index, moved)
                 trial = simulate(graph, candidate, topology, cost, requests=1).latency_s
+                trials += 1
                 if trial < latency_s - 1e-12:
                     plan, latency_s, improved = candidate, trial, True
                     break

@@ -1,6 +1,7 @@
 """halocut's own planner: exact min-max splits, row tables that agree with the halo pass, never worse than the rest."""
 
 import itertools
+import os
 
 import numpy as np
 import pytest
@@ -78,3 +79,34 @@ def test_halocut_splits_vgg_over_pis_where_one_pi_is_too_slow():
     plan = get_planner("halocut")(prepared.graph, "vgg11", prepared.input_shape, topo, CostModel())
     assert any(s.kind == "spatial" and len(s.tiles) >= 3 for s in plan.stages)
     verify_plan(prepared.graph, plan, original=prepared.module)
+
+
+def _spin(stop):
+    while not stop.is_set():
+        sum(i * i for i in range(10_000))
+
+
+def test_the_same_inputs_give_the_same_plan_on_a_loaded_machine():
+    """The local search is bounded by simulated trials, not seconds: load on every core changes nothing."""
+    import multiprocessing
+
+    prepared = prepare_model("resnet18", (1, 3, 96, 96))
+    topology = load_topology(ROOT / "examples/topologies/distredge-db.yaml")
+
+    def planned():
+        return plan_halocut(prepared.graph, "resnet18", prepared.input_shape, topology, CostModel(), safety_net=False)
+
+    idle = planned()
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    spinners = [context.Process(target=_spin, args=(stop,), daemon=True) for _ in range(2 * (os.cpu_count() or 1))]
+    for spinner in spinners:
+        spinner.start()
+    try:
+        loaded = planned()
+    finally:
+        stop.set()
+        for spinner in spinners:
+            spinner.join(timeout=10)
+    assert loaded == idle
+    assert any(stage.kind == "spatial" for stage in idle.stages)  # a plan the local search had rows to move in
