@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--input-shape", help="input shape (default: the model's own)")
     profile.add_argument("--repeats", type=int, default=5)
     profile.add_argument("-o", "--output", required=True, help="profile JSON to write")
+    profile.add_argument("--training", action="store_true",
+                         help="forward, backward and update seconds per layer group (HierTrain's profile)")
+    profile.add_argument("--batch", type=int, default=32, help="samples per training batch (--training; default 32)")
     profile.set_defaults(drive=drive_profile)
 
     bench = commands.add_parser("bench", help="time a build's artifacts on this machine, against their stages unsplit")
@@ -111,6 +114,33 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--weights", help="the state_dict the build was compiled with")
     run.add_argument("--json", action="store_true", help="print one JSON object")
     run.set_defaults(drive=drive_run)
+
+    train_plan = commands.add_parser("train-plan", help="plan training across device, edge and cloud (HierTrain)")
+    train_plan.add_argument("model", help="model name or path/to/file.py:factory")
+    train_plan.add_argument("--topology", required=True, help="topology YAML with a requester, an edge and a cloud")
+    train_plan.add_argument("--batch", type=int, required=True, help="samples per iteration, B")
+    train_plan.add_argument("--policy", default="hiertrain", help="hiertrain (default), hiertrain-exact, all-edge, "
+                                                                  "all-cloud, jointdnn, jointdnn+ or jalad")
+    train_plan.add_argument("--compress-bits", type=int, help="bits of what is sent forward over the edge-cloud "
+                                                              "link (JALAD's compression; jalad: 8, others: 32)")
+    train_plan.add_argument("--input-shape", help="input shape (default: the model's own)")
+    train_plan.add_argument("-o", "--output", help="train plan JSON to write")
+    train_plan.add_argument("--json", action="store_true", help="print the plan as one JSON object")
+    train_plan.set_defaults(drive=drive_train_plan)
+
+    train = commands.add_parser("train", help="run a train plan on Ray actors and check it against one-process SGD")
+    train.add_argument("model", help="model name or path/to/file.py:factory (the plan's)")
+    train.add_argument("--topology", required=True, help="topology YAML the plan was made for")
+    train.add_argument("--plan", required=True, help="train plan JSON (halocut train-plan -o)")
+    train.add_argument("--steps", type=int, default=3, help="iterations (default 3)")
+    train.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (default 0.01)")
+    train.add_argument("--seed", type=int, default=0, help="seed of the synthetic batches (default 0)")
+    train.add_argument("--address", help="Ray cluster to join (default: an embedded cluster on this machine)")
+    train.add_argument("--threads", type=int, help="torch threads per worker (default: cores / 3 embedded)")
+    train.add_argument("--kill", metavar="MACHINE@ITERATION",
+                       help="kill that machine's worker once in that iteration (recovery test)")
+    train.add_argument("--json", action="store_true", help="print one JSON object")
+    train.set_defaults(drive=drive_train)
     return parser
 
 
@@ -165,6 +195,8 @@ def drive_profile(args: argparse.Namespace) -> int:
     from halocut.compiler.commands import profile_model
     from halocut.runtime.profile import write_profile
 
+    if args.training:
+        return drive_profile_training(args)
     profile = profile_model(args.model, _shape(args.input_shape), args.runtime, args.repeats,
                             progress=sys.stderr.isatty())
     path = write_profile(profile, args.output)
@@ -248,6 +280,75 @@ def drive_run(args: argparse.Namespace) -> int:
         print(verified_line(report))
         Console(width=None if sys.stdout.isatty() else 160).print(run_table(report))
     return 0
+
+
+def drive_profile_training(args: argparse.Namespace) -> int:
+    from halocut.compiler.commands import profile_training_model
+    from halocut.runtime.profile import write_profile
+
+    profile = profile_training_model(args.model, _shape(args.input_shape), args.batch, args.repeats)
+    path = write_profile(profile, args.output)
+    groups = profile["training"]["groups"]
+    for group in groups:
+        print(f"{group['name']:>16}: forward {group['forward_s'] * 1e3:8.2f} ms, backward {group['backward_s'] * 1e3:8.2f}"
+              f" ms, update {group['update_s'] * 1e3:7.2f} ms, MO {group['output_bytes']} B, MP {group['param_bytes']} B")
+    print(f"profiled {len(groups)} layer groups of {profile['model']} for training at batch {args.batch}: {path}")
+    return 0
+
+
+def drive_train_plan(args: argparse.Namespace) -> int:
+    from halocut.compiler.commands import train_plan_model
+
+    plan = train_plan_model(args.model, args.topology, args.batch, args.policy, _shape(args.input_shape),
+                            args.compress_bits)
+    if args.output:
+        plan.save(args.output)
+    data = plan.to_json()
+    if args.json:
+        print(json.dumps(data))
+        return 0
+    if plan.is_hiertrain:
+        print(f"{plan.policy}: T_total {data['t_total_s']:.3f} s per iteration of {plan.batch} samples; mapping "
+              f"o={plan.mapping['o']} s={plan.mapping['s']} l={plan.mapping['l']}, m_s={plan.m_s}, m_l={plan.m_l}, "
+              f"b_o={plan.b[0]} b_s={plan.b[1]} b_l={plan.b[2]}")
+    else:
+        print(f"{plan.policy}: T_total {data['t_total_s']:.3f} s per iteration of {plan.batch} samples; groups on "
+              + " -> ".join(plan.chain))
+    for name, worker in data["per_worker"].items():
+        sends = ", ".join(f"{size / 1e3:.1f} kB to {target}" for target, size in worker["sends_bytes"].items())
+        print(f"  {name} ({worker['role']}): {worker.get('task', '-')} layers {worker['layers'] or 'none'}, "
+              f"{worker['samples']} samples, sends {sends or 'nothing'}")
+    print(f"planned in {data['planning_time_s']:.3f} s" + (f"; written to {args.output}" if args.output else ""))
+    return 0
+
+
+def drive_train(args: argparse.Namespace) -> int:
+    from halocut.compiler.commands import train_model
+
+    kill = None
+    if args.kill:
+        machine, _, iteration = args.kill.rpartition("@")
+        if not machine or not iteration.isdigit():
+            raise HalocutError(f"--kill {args.kill}: expected MACHINE@ITERATION such as edge@2")
+        kill = (machine, int(iteration))
+    result = train_model(args.model, args.topology, args.plan, args.steps, args.lr, args.seed, args.address,
+                         args.threads, kill)
+    if args.json:
+        print(json.dumps(result.to_json()))
+    else:
+        links = ", ".join(f"{link} {size / 1e3:.1f} kB" for link, size in result.bytes_per_link.items())
+        compute = ", ".join(f"{m} {s * 1e3:.1f} ms" for m, s in result.compute_s.items())
+        predicted = result.predicted_t_total_s
+        print(f"trained {result.steps} iterations: {result.seconds_per_iteration * 1e3:.1f} ms per iteration (median)"
+              + (f", planned T_total {predicted * 1e3:.1f} ms" if predicted is not None else ""))
+        print(f"  per iteration: {links}; compute {compute}; losses {', '.join(f'{x:.4f}' for x in result.losses)}")
+        for recovery in result.recoveries:
+            print(f"  recovered from {recovery['error']}: restarted {', '.join(recovery['restarted']) or 'none'}, "
+                  f"redid iteration {recovery['restored_iteration'] + 1} ({recovery['seconds']:.2f} s)")
+        verdict = "equals" if result.equivalent else "DIFFERS FROM"
+        print(f"{verdict} single-process SGD: max parameter difference {result.max_param_error:.2e} "
+              f"(rtol 1e-05, atol 4e-05)")
+    return 0 if result.equivalent else 1
 
 
 def _shape(text: str | None):

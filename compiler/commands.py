@@ -10,6 +10,9 @@ and hands the lower floors a prepared graph.
 - ``halocut profile``: :func:`profile_model`
 - ``halocut bench``: :func:`bench_build`
 - ``halocut run``: :func:`run_build`
+- ``halocut profile --training``: :func:`profile_training_model`
+- ``halocut train-plan``: :func:`train_plan_model`
+- ``halocut train``: :func:`train_model`
 
 >>> from pathlib import Path
 >>> topology = Path(__file__).parents[1] / "examples/topologies/default.yaml"
@@ -26,23 +29,34 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import fx
 
 from halocut.backends.manifest import load_manifest
 from halocut.compiler.driver import Compilation, CompileOptions, compile_model
+from halocut.compiler.frontend import load_model
 from halocut.compiler.prepare import PreparedModel, prepare_model
 from halocut.ir.errors import HalocutError
 from halocut.ir.graph import output_nodes
+from halocut.ir.layer_groups import LayerGroup, layer_groups
+from halocut.ir.layers import annotate_layers
 from halocut.ir.plan import Plan, single_device_plan
+from halocut.ir.train_plan import TrainPlan
 from halocut.planning import get_planner
-from halocut.runtime import bench, profile, run
+from halocut.planning.training import DEFAULT_COMPRESS_BITS, get_policy
+from halocut.planning.training.choice import to_train_plan
+from halocut.runtime import bench, hiertrain, profile, run
 from halocut.runtime.flow import Flow
 from halocut.runtime.gantt import plot_timeline
+from halocut.runtime.hiertrain_worker import group_modules
 from halocut.runtime.simulate import SimulationResult, simulate, stream_timeline
+from halocut.runtime.train_profile import profile_training
 from halocut.targets.cost import CostModel
 from halocut.targets.topology import load_topology
+from halocut.targets.training import training_costs
 
 __all__ = ["CompileOptions", "Compilation", "compile_model", "plan_model", "simulate_model", "profile_model",
-           "bench_build", "run_build", "PlanResult"]
+           "bench_build", "run_build", "PlanResult", "training_model", "profile_training_model", "train_plan_model",
+           "train_model"]
 
 
 @dataclass(frozen=True)
@@ -143,3 +157,75 @@ def _original(prepared: PreparedModel, flow: Flow, model: str | None) -> run.Ref
         values = result if isinstance(result, (list, tuple)) else [result]
         return {name: value.numpy() for name, value in zip(names, values)}
     return original
+
+
+# --- training (paper 002, HierTrain): halocut profile --training, halocut train-plan, halocut train
+
+@dataclass(frozen=True)
+class TrainingModel:
+    """A model as training sees it: traced (batch norms not folded: training updates them), annotated, its
+    chain of layer groups."""
+
+    name: str
+    graph: fx.GraphModule
+    groups: list[LayerGroup]
+    input_shape: tuple[int, ...]
+
+    @property
+    def sample_bytes(self) -> int:
+        """Q: one sample as the device sends it, an 8-bit image."""
+        return int(np.prod(self.input_shape[1:]))
+
+
+def training_model(model: str, input_shape: tuple[int, ...] | None = None) -> TrainingModel:
+    """Load and trace ``model``, annotate it, and find its layer groups (:mod:`halocut.ir.layer_groups`)."""
+    loaded = load_model(model, input_shape)
+    annotate_layers(loaded.graph_module, loaded.input_shape)
+    return TrainingModel(loaded.name, loaded.graph_module, layer_groups(loaded.graph_module), loaded.input_shape)
+
+
+def profile_training_model(model: str, input_shape: tuple[int, ...] | None = None, batch: int = 32,
+                           repeats: int = 5, warmup: int = 2) -> dict:
+    """``halocut profile MODEL --training``: forward, backward and update seconds of every layer group here
+    (see :mod:`halocut.runtime.train_profile`)."""
+    if batch < 1:
+        raise HalocutError(f"batch {batch}: need at least 1")
+    trained = training_model(model, input_shape)
+    return profile_training(trained.graph, trained.groups, trained.name, trained.input_shape, batch, repeats, warmup)
+
+
+def train_plan_model(model: str, topology_path: str | Path, batch: int, policy: str = "hiertrain",
+                     input_shape: tuple[int, ...] | None = None, compress_bits: int | None = None) -> TrainPlan:
+    """``halocut train-plan``: the training costs of ``model`` on the topology's device, edge and cloud
+    (profiles where the topology has them, the catalog's estimate elsewhere), then the policy's schedule;
+    the plan's report has ``t_total_s``, ``planning_time_s`` (the policy alone), per worker its layers,
+    samples and bytes sent."""
+    if batch < 1:
+        raise HalocutError(f"batch {batch}: need at least 1")
+    choose = get_policy(policy)
+    topology = load_topology(topology_path)
+    trained = training_model(model, input_shape)
+    bits = compress_bits or DEFAULT_COMPRESS_BITS.get(policy, 32)
+    costs = training_costs(topology, trained.graph, trained.groups, trained.name, batch, trained.sample_bytes, bits)
+    start = time.perf_counter()
+    choice = choose(costs)
+    elapsed = time.perf_counter() - start
+    return to_train_plan(choice, costs, topology, trained.input_shape, elapsed)
+
+
+def train_model(model: str, topology_path: str | Path, plan_path: str | Path, steps: int = 3, lr: float = 0.01,
+                seed: int = 0, address: str | None = None, threads: int | None = None,
+                kill: tuple[str, int] | None = None) -> hiertrain.TrainResult:
+    """``halocut train``: the plan's schedule trained for ``steps`` iterations on Ray actors, checked against
+    single-process SGD on the same batches (see :mod:`halocut.runtime.hiertrain`)."""
+    plan = TrainPlan.load(plan_path)
+    topology = load_topology(topology_path)
+    trained = training_model(model, plan.input_shape)
+    if trained.name != plan.model:
+        raise HalocutError(f"{plan_path}: the plan is for model '{plan.model}', not '{trained.name}'")
+    names = [g.name for g in trained.groups]
+    if list(plan.groups) != names:
+        raise HalocutError(f"{plan_path}: groups {list(plan.groups)} are not the model's layer groups {names}")
+    modules = group_modules(trained.graph, trained.groups)
+    return hiertrain.train(hiertrain.TrainOptions(plan, topology, modules, steps, lr, seed, address=address,
+                                                  threads=threads, kill=kill))
