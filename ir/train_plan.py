@@ -28,7 +28,6 @@ from halocut.ir.files import read_json, write_json
 from halocut.ir.schema import check, shipped_validator
 
 FORMAT = "halocut-train-plan/1"
-TASKS = ("o", "s", "l")
 
 
 @dataclass(frozen=True)

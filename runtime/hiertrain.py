@@ -171,8 +171,6 @@ class _Workers:
             raise HalocutError(f"the training cluster has no worker on '{missing[0]}'")
         self.actors = {task: cluster.actors[machine] for task, machine in self.machine.items()}
         self._get([self._configure(task) for task in self.actors])
-        self.pids = {t: info["pid"] for t, info in zip(self.actors, self._get([a.ping.remote() for a in
-                                                                                 self.actors.values()]))}
 
     def _configure(self, task: str, rejoin: bool = False):
         on_device = self.machine[task] == self.device
@@ -215,7 +213,6 @@ class _Workers:
         info = self._alive(start)
         restarted = [t for t, i in zip(self.actors, info) if i["task"] != t]
         self._get([self._configure(t, rejoin=True) for t in restarted])
-        self.pids = {t: i["pid"] for t, i in zip(self.actors, info)}
         held = self._get([a.checkpoints.remote() for a in self.actors.values()])
         last = min(max(h) for h in held)
         if any(last not in h for h in held):

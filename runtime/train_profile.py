@@ -17,6 +17,7 @@ measured groups, and inference costs fall back to the analytic model with these 
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 
@@ -34,7 +35,7 @@ def profile_training(graph: fx.GraphModule, groups: list[LayerGroup], name: str,
     """Measure every group of an annotated ``graph`` at ``batch`` samples; returns the profile as a JSON-ready dict."""
     if threads:
         torch.set_num_threads(threads)
-    modules = [module.eval() for module in _copies(group_modules(graph, groups))]
+    modules = [copy.deepcopy(module).eval() for module in group_modules(graph, groups)]
     generator = np.random.default_rng(0)
     h = as_input(generator.integers(0, 256, (batch, *input_shape[1:]), dtype=np.uint8))
     entries = []
@@ -58,12 +59,6 @@ def profile_training(graph: fx.GraphModule, groups: list[LayerGroup], name: str,
             "layers": {},
             "training": {"model": name, "batch": batch, "repeats": repeats, "warmup": warmup,
                          "sample_bytes": int(np.prod(input_shape[1:])), "groups": entries}}
-
-
-def _copies(modules: list[nn.Module]) -> list[nn.Module]:
-    import copy
-
-    return [copy.deepcopy(m) for m in modules]
 
 
 def _time_group(module: nn.Module, x: torch.Tensor, input_grad: bool, labels: torch.Tensor | None, repeats: int,

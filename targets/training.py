@@ -44,7 +44,6 @@ from halocut.targets.cost import FREE, KERNELS_WITH_MACS, analytic_latency_share
 from halocut.targets.topology import Device, Topology
 
 TRAINING_ROLES = ("device", "edge", "cloud")
-TASKS = ("o", "s", "l")  # HierTrain's TASK O (all layers), S (layers 1..m_s), L (layers 1..m_l)
 
 
 @dataclass(frozen=True)
@@ -221,6 +220,13 @@ class HierTrainModel:
     Eqs. (9)-(10) are ``linear`` (they depend on ``b_o + b_s + b_l = B`` only); eq. (11) is ``constant``.
     A message's latency is paid when its task takes part (``m > 0``; worker_o always does), its bytes in
     proportion to the samples.
+
+    Where the transcription is garbled or loose, the paper's definitions decide: Sec. IV-C-1 lists the batch
+    sizes as ``b in {b_o, b_o + b_l, b_o + b_l + b_s}``, but eq. (7) and the procedure of Sec. IV-B (worker_s
+    stops at layer m_s, worker_l at m_l) give worker_o ``b_o + b_s`` samples over layers m_s+1..m_l, as used
+    here. ``MP_i`` is called a "number of parameters" (Table 1) yet divided by a bandwidth in eq. (11): it is
+    the parameters' bytes here (float32, times 8 bits). Eq. (4) has no latency term; the topology's link
+    latencies are added per message (0 in the paper's setting).
     """
 
     def __init__(self, costs: TrainingCosts, mapping: tuple[str, str, str], m_s: int, m_l: int):

@@ -8,15 +8,22 @@ through the graph whose nodes are (group, worker), as JointDNN's own formulation
 cut between the edge and the cloud, the device's samples sent to the edge first, with what is sent forward
 over the edge-cloud link compressed (``compress_bits``, 8 by default; JALAD's accuracy cost is not modelled).
 
->>> from halocut.targets.training import TrainingCosts
->>> shortest_chain.__name__
-'shortest_chain'
+>>> from halocut.ir.layer_groups import LayerGroup
+>>> from halocut.targets.training import Route, TrainingTable
+>>> groups = (LayerGroup("conv", ("conv",), 0, 0, 1000, 10, (1,)), LayerGroup("fc", ("fc",), 0, 0, 10**6, 4, (1,)))
+>>> tables = {"pi": TrainingTable((1e-2, 1e-2), (2e-2, 2e-2), (0.0, 0.5), "given"),
+...           "gpu": TrainingTable((1e-4, 1e-4), (2e-4, 2e-4), (0.0, 0.01), "given")}
+>>> routes = {(a, b): Route(0.0, 0.0 if a == b else 8 / 1e6) for a in tables for b in tables}
+>>> costs = TrainingCosts("m", 4, groups, 10**5, {"device": "pi", "edge": "pi", "cloud": "gpu"}, tables, routes)
+>>> value, chain = best_cut(costs, "pi", "gpu")  # the conv on the device: 40 B forward and back, not 400 kB of samples
+>>> round(value, 5), chain
+(0.13184, ('pi', 'gpu'))
 """
 
 from __future__ import annotations
 
 from halocut.planning.training.choice import TrainChoice
-from halocut.targets.training import TrainingCosts, Schedule, chain_edge_s, chain_node_s, chain_time, t_total
+from halocut.targets.training import Schedule, TrainingCosts, chain_edge_s, chain_node_s, chain_time, t_total
 
 
 def _one_worker(costs: TrainingCosts, role: str, policy: str) -> TrainChoice:
