@@ -20,11 +20,12 @@ from torch import fx
 from halocut.ir.errors import HalocutError
 from halocut.ir.graph import compute_nodes, output_nodes
 from halocut.ir.layers import value_bytes
+from halocut.ir.ops import POINTWISE
 from halocut.ir.plan import Cluster, Hop, Plan, Stage, Tile, check_fc, check_single_output
 from halocut.ir.regions import Region
 from halocut.planning.search.cuts import crossing
 from halocut.planning.search.layers import layer_groups, split_rows, splittable
-from halocut.planning.search.volume_cost import VolumeTables, device_key, height, min_max_split, row_bytes
+from halocut.planning.search.volume_cost import VolumeTables, device_key, height, min_max_rows, row_bytes
 from halocut.targets.cost import CostModel, fusable
 from halocut.targets.topology import Device, Topology
 
@@ -49,7 +50,11 @@ class BoundarySearch:
         self.nodes = compute_nodes(graph)
         self.index = {n.name: i for i, n in enumerate(self.nodes)}
         starts = [self.index[g[0].name] for g in layer_groups(graph)]
-        self.positions = [p for p in starts if p == 0 or crossing(graph, p) <= 2] + [len(self.nodes)]
+        crossings = {p: crossing(graph, p) for p in starts if p > 0}
+        self.positions = [p for p in starts if p == 0 or crossings[p] <= 2] + [len(self.nodes)]
+        # volumes start and end where one tensor crosses: inside a residual block a volume would leave the skip
+        # behind on the requester (priced, but never the cheapest), and the pairs grow as positions squared
+        self.volume_positions = {p for p in self.positions if p in (0, len(self.nodes)) or crossings[p] <= 1}
         self.tables = VolumeTables(self.nodes, devices, cost)
         everything = set(self.index)
         self.prefix: dict[tuple, list[float]] = {}
@@ -67,6 +72,19 @@ class BoundarySearch:
         self.flow_cache: dict[tuple[int, int], tuple] = {}
         self.compute_cache: dict[tuple, np.ndarray] = {}
         self.by_name = {d.name: d for d in devices}
+        self.slot_of = {d.name: k for k, d in enumerate(devices)}
+        self.device_keys = [device_key(d) for d in devices]
+        self.kinds = list(dict.fromkeys(self.device_keys))
+        self.fc_segments: dict[tuple[int, int], bool] = {}
+        self.matrix_key, self.matrix = None, None
+        to_device = [self.link(self.requester, d.name, shared=True) for d in devices]
+        halo = [self.halo_link(d.name) for d in devices]
+        back = [self.link(d.name, self.requester, shared=True) for d in devices]
+        mine = [d.name == self.requester for d in devices]
+        self.entry_cost = {False: tuple(np.array([0.0 if m else fb[k] for m, fb in zip(mine, to_device)])
+                                        for k in (0, 1)),
+                           True: tuple(np.array([fb[k] for fb in halo]) for k in (0, 1))}
+        self.exit_cost = tuple(np.array([0.0 if m else fb[k] for m, fb in zip(mine, back)]) for k in (0, 1))
 
     # --- prices
 
@@ -123,22 +141,30 @@ class BoundarySearch:
                 among: list[Device] | None = None) -> tuple[float, tuple]:
         start, end = self.index[volume[0].name], self.index[volume[-1].name] + 1
         among = among or self.devices
-        out_bytes = self.flows(start, end)[3]
-        anchors: dict[str, str] = {}
+        picked = [self.slot_of[d.name] for d in among]
+        onward = None
+        if tail is not None:  # its rows go on to the device that runs the rest
+            out_bytes = self.flows(start, end)[3]
+            fixed, per_byte = (np.array([0.0 if d.name == tail else self.link(d.name, tail, shared=True)[k]
+                                         for d in among]) for k in (0, 1))
+            onward = (fixed[:, None] + per_byte[:, None] * out_bytes[None, :]) * (out_bytes > 0)
+        tables = {}
+        anchors: dict[int, str] = {}
         for _ in range(3):  # the first and last tiles are border tiles: price them so until the set settles
-            times = {}
-            for d in among:
-                times[d.name] = self.device_time(start, end, d, entry, gathered, anchors.get(d.name, "middle"))
-                if tail is not None and d.name != tail:  # its rows go on to the device that runs the rest
-                    fixed, per_byte = self.link(d.name, tail, shared=True)
-                    times[d.name] = times[d.name] + (fixed + per_byte * out_bytes) * (out_bytes > 0)
-            finish, rows = min_max_split(times, height(volume[-1]))
-            active = [d.name for d in among if rows.get(d.name)]
-            settled = {active[-1]: "bottom", active[0]: "top"} if active else {}
+            for anchor in {"middle", *anchors.values()} - set(tables):
+                tables[anchor] = self.device_times(start, end, entry, gathered, anchor)[picked]
+                if onward is not None:
+                    tables[anchor] = tables[anchor] + onward
+            times = tables["middle"].copy()
+            for k, anchor in anchors.items():
+                times[k] = tables[anchor][k]
+            finish, rows = min_max_rows(times, height(volume[-1]))
+            active = np.flatnonzero(rows)
+            settled = {int(active[-1]): "bottom", int(active[0]): "top"} if active.size else {}
             if settled == anchors:
                 break
             anchors = settled
-        return finish, tuple((d.name, rows[d.name]) for d in among if rows.get(d.name))
+        return finish, tuple((d.name, int(rows[k])) for k, d in enumerate(among) if rows[k])
 
     def aligned(self, start: int, end: int, entry: str, gathered: bool, split: tuple) -> tuple[float, tuple]:
         """A volume split by fixed weights ``split`` ((device, weight), ...): every volume keeps one layout."""
@@ -146,10 +172,22 @@ class BoundarySearch:
         if key not in self.volumes:
             total = height(self.nodes[end - 1])
             spans = split_rows(total, dict(split))
-            finish = max(self.device_time(start, end, self.by_name[d], entry, gathered, _anchor(a, b, total))[b - a]
+            finish = max(self.tile_time(start, end, self.slot_of[d], b - a, entry, gathered, _anchor(a, b, total))
                          for d, a, b in spans)
             self.volumes[key] = (float(finish), tuple((d, b - a) for d, a, b in spans))
         return self.volumes[key]
+
+    def tile_time(self, start: int, end: int, slot: int, rows: int, entry: str, gathered: bool, anchor: str) -> float:
+        """One entry of :meth:`device_times`, without building the matrix."""
+        _, in_bytes, halo_bytes, out_bytes = self.flows(start, end, anchor)
+        total = float(self.compute_stack(start, end, anchor)[slot, rows])
+        if out_bytes[rows] > 0:
+            spread = entry == SPREAD
+            fixed, per_byte = self.entry_cost[spread]
+            total += fixed[slot] + per_byte[slot] * (halo_bytes if spread else in_bytes)[rows]
+            if gathered:
+                total += self.exit_cost[0][slot] + self.exit_cost[1][slot] * out_bytes[rows]
+        return total
 
     def flows(self, start: int, end: int, anchor: str = "middle") -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
         """Rows each node needs, bytes read from outside (all, and halo only), bytes of output, by tile height."""
@@ -169,20 +207,54 @@ class BoundarySearch:
     def device_time(self, start: int, end: int, device: Device, entry: str, gathered: bool,
                     anchor: str = "middle") -> np.ndarray:
         """Seconds for ``n`` rows of the volume on ``device``, receiving its input and sending its output back."""
+        return self.device_times(start, end, entry, gathered, anchor)[self.slot_of[device.name]]
+
+    def device_times(self, start: int, end: int, entry: str, gathered: bool, anchor: str = "middle") -> np.ndarray:
+        """:meth:`device_time` of every device at once (rows in ``self.devices`` order), kept for the last volume.
+
+        Entered from the requester a device receives every row it reads over its route (the requester's own
+        rows need none); entered spread only the halo moves, from the nearest other device over the real
+        route (through the requester on a star, twice over a shared cell: :meth:`halo_link`).
+        """
+        key = (start, end, entry, gathered, anchor)
+        if self.matrix_key == key:
+            return self.matrix
         needs, in_bytes, halo_bytes, out_bytes = self.flows(start, end, anchor)
-        key = (start, end, device_key(device), anchor)
-        if key not in self.compute_cache:
-            self.compute_cache[key] = self.tables.compute_s(self.nodes[start:end], needs, device_key(device))
-        total = self.compute_cache[key]
+        total = self.compute_stack(start, end, anchor)
         working = out_bytes > 0
-        fixed, per_byte = self.link(self.requester, device.name, shared=True)
-        if device.name == self.requester and entry == SPREAD:
-            fixed, per_byte = self.nearest()
-        if device.name != self.requester or entry == SPREAD:
-            total = total + (fixed + (halo_bytes if entry == SPREAD else in_bytes) * per_byte) * working
-        if gathered and device.name != self.requester:
-            total = total + (fixed + out_bytes * per_byte) * working
+        spread = entry == SPREAD
+        fixed, per_byte = self.entry_cost[spread]
+        moved = halo_bytes if spread else in_bytes
+        total = total + (fixed[:, None] + per_byte[:, None] * moved[None, :]) * working
+        if gathered:
+            fixed, per_byte = self.exit_cost
+            total = total + (fixed[:, None] + per_byte[:, None] * out_bytes[None, :]) * working
+        self.matrix_key, self.matrix = key, total
         return total
+
+    def compute_stack(self, start: int, end: int, anchor: str) -> np.ndarray:
+        """Compute seconds for ``n`` output rows of the volume, one row per device (pointwise ops fused)."""
+        key = (start, end, anchor)
+        if key not in self.compute_cache:
+            needs = self.flows(start, end, anchor)[0]
+            volume = self.nodes[start:end]
+            members = {n.name for n in volume}
+            counted = [n for n in volume if n.meta.get("layer") is not None and
+                       not (n.meta["layer"].kind in POINTWISE and fusable(n, members))]
+            tables = {}
+            for kind in self.kinds:
+                total = np.zeros(height(volume[-1]) + 1)
+                for node in counted:
+                    total += self.tables.node_latency(node, kind)[needs[node.name]]
+                tables[kind] = total
+            self.compute_cache[key] = np.stack([tables[k] for k in self.device_keys])
+        return self.compute_cache[key]
+
+    def halo_link(self, device: str) -> tuple[float, float]:
+        """(fixed, per byte) of the halo a device of a spread volume gets: from the nearest other device over
+        the route between them (a star relays through the requester: two hops, each priced)."""
+        others = [self.link(d.name, device, shared=True) for d in self.devices if d.name != device]
+        return min(others, default=(0.0, 0.0), key=lambda fb: (fb[1], fb[0]))
 
     def gather(self, position: int, spread: Step) -> np.ndarray:
         """Seconds for each device to collect a spread volume's output from the devices that hold its rows."""
@@ -201,6 +273,11 @@ class BoundarySearch:
 
     def is_fc(self, start: int, end: int) -> bool:
         """A linear layer and its pointwise followers, which model parallelism splits by output features."""
+        if (start, end) not in self.fc_segments:
+            self.fc_segments[start, end] = self._is_fc(start, end)
+        return self.fc_segments[start, end]
+
+    def _is_fc(self, start: int, end: int) -> bool:
         nodes = self.nodes[start:end]
         if nodes[0].meta["layer"].kind != "linear":
             return False
@@ -211,7 +288,13 @@ class BoundarySearch:
         return True
 
     def fc_split(self, start: int, end: int, holder: str) -> tuple[float, tuple]:
-        """Min-max split of an fc segment's output features (in steps of 1/256), input from ``holder``."""
+        """Min-max split of an fc segment's output features (in steps of 1/256), input from ``holder``.
+
+        Messages that share a hop queue, as in the simulator: the clusters' inputs leave ``holder`` one after
+        another over a common first hop (each paying its latency), and their outputs come back one after another
+        over a common last hop into the requester. The split is priced with those waits for the devices it uses,
+        until the set of devices settles.
+        """
         key = ("fc", start, end, holder)
         if key not in self.volumes:
             nodes = self.nodes[start:end]
@@ -219,26 +302,54 @@ class BoundarySearch:
             unit = max(1, features // 256)
             counts = np.minimum(np.arange(features // unit + 2) * unit, features)
             counts = counts[: int(np.searchsorted(counts, features)) + 1]
-            out_per_feature = value_bytes(nodes[-1]) / features
-            times = {}
+            out_bytes = value_bytes(nodes[-1])
+            in_bytes = self.crossing_bytes(start)
+            rows = []
             for device in self.devices:
                 whole = sum(self.cost.latency(device, n.meta["layer"]) for n in nodes
                             if n.meta["layer"].kind == "linear")
                 fixed, per_byte = self.link(holder, device.name, shared=True)
                 back_fixed, back_per_byte = self.link(device.name, self.requester, shared=True)
-                time = whole * counts / features + (fixed + per_byte * self.crossing_bytes(start)) + \
-                    back_fixed + back_per_byte * counts * out_per_feature
+                time = whole * counts / features + (fixed + per_byte * in_bytes) * (device.name != holder) + \
+                    back_fixed + back_per_byte * counts * out_bytes / features
                 time[0] = 0.0
-                times[device.name] = time
-            finish, steps = min_max_split(times, len(counts) - 1)
+                rows.append(time)
+            rows = np.array(rows)
+            used = np.ones(len(self.devices), dtype=bool)
+            for _ in range(3):
+                finish, steps = min_max_rows(rows + self._fc_waits(holder, used, in_bytes, out_bytes)[:, None] *
+                                             (np.arange(len(counts)) > 0)[None, :], len(counts) - 1)
+                settled = steps > 0
+                if (settled == used).all():
+                    break
+                used = settled
             clusters, first = [], 0
-            for device in self.devices:
-                if steps.get(device.name):
-                    last = int(counts[min(len(counts) - 1, np.searchsorted(counts, first) + steps[device.name])])
+            for device, step in zip(self.devices, steps):
+                if step:
+                    last = int(counts[min(len(counts) - 1, np.searchsorted(counts, first) + step)])
                     clusters.append((device.name, first, last))
                     first = last
             self.volumes[key] = (finish, tuple(clusters))
         return self.volumes[key]
+
+    def _fc_waits(self, holder: str, used: np.ndarray, in_bytes: float, out_bytes: float) -> np.ndarray:
+        """Seconds each device's cluster waits behind the other used clusters' messages on shared hops."""
+        def hop(route, size):
+            return route.latency_s + route.overhead_s + size * 8.0 / route.bandwidth_bps
+
+        active = [d for d, u in zip(self.devices, used) if u]
+        share = out_bytes / max(1, len(active))
+        firsts = {d.name: self.topology.route(holder, d.name)[0] for d in active if d.name != holder}
+        lasts = {d.name: self.topology.route(d.name, self.requester)[-1] for d in active if d.name != self.requester}
+        waits = np.zeros(len(self.devices))
+        for k, device in enumerate(self.devices):
+            ahead = [d.name for d in active[:next((i for i, d in enumerate(active) if d.name == device.name),
+                                                  len(active))]]
+            first, last = firsts.get(device.name), lasts.get(device.name)
+            waits[k] += sum(hop(first, in_bytes) for other in ahead if first is not None and firsts.get(other) == first)
+            waits[k] += sum(hop(last, share) for other in lasts if other != device.name and lasts[other] == last
+                            and last is not None)
+        return waits
 
     def nearest(self) -> tuple[float, float]:
         others = [self.link(self.requester, d.name, shared=True) for d in self.devices if d.name != self.requester]
@@ -304,30 +415,44 @@ class BoundarySearch:
         best = {p: np.full(len(holders) + 1, np.inf) for p in self.positions}
         back: dict[tuple[int, int], tuple[int, int, Step]] = {}
         best[0][slot[self.requester]] = 0.0
+        spread = slot[SPREAD]
         for i in self.positions:
-            for h in np.flatnonzero(np.isfinite(best[i])):
-                here = best[i][h]
-                for j in (p for p in self.positions if p > i):
-                    if h < len(holders) or (i, h) in back:  # one device takes the segment
-                        arrive = fixed[h, :-1] + per_byte[h, :-1] * self.crossing_bytes(i) if h < len(holders) \
-                            else self.gather(i, back[i, h][2])
-                        price = here + arrive + prefix[:-1, j] - prefix[:-1, i]
-                        for k in columns[price < best[j][columns]]:
-                            best[j][k] = price[k]
-                            back[j, k] = (i, h, Step(i, j, holders[k], device=holders[k]))
-                        if variant in ("all", "aligned") and self.is_fc(i, j):
-                            price, clusters = self.fc_split(i, j, holders[h])
-                            k = slot[self.requester]
-                            if len(clusters) > 1 and here + price < best[j][k]:
-                                best[j][k] = here + price
-                                back[j, k] = (i, h, Step(i, j, self.requester, clusters=clusters))
-                    holder = holders[h] if h < len(holders) else SPREAD
-                    if variant == "stages" or holder not in (self.requester, SPREAD):
+            reached = np.flatnonzero(np.isfinite(best[i][:-1]))
+            from_spread = (i, spread) in back
+            if not reached.size and not from_spread:
+                continue
+            # one device takes the segment: from any device holding the tensor (vectorised over holders)
+            arrive = [best[i][reached, None] + fixed[reached, :-1] + per_byte[reached, :-1] * self.crossing_bytes(i)]
+            origin = list(reached)
+            if from_spread:
+                arrive.append(best[i][spread] + self.gather(i, back[i, spread][2])[None, :])
+                origin.append(spread)
+            arrive = np.concatenate(arrive)
+            origin = np.array(origin)
+            for j in (p for p in self.positions if p > i):
+                price = arrive + (prefix[:-1, j] - prefix[:-1, i])[None, :]
+                which = price.argmin(axis=0)
+                cheapest = price[which, columns]
+                for k in np.flatnonzero(cheapest < best[j][columns]):
+                    best[j][k] = cheapest[k]
+                    back[j, k] = (i, int(origin[which[k]]), Step(i, j, holders[k], device=holders[k]))
+                if variant in ("all", "aligned") and self.is_fc(i, j):
+                    for h in reached:  # from one holder; a spread tensor is gathered by a single stage first
+                        price, clusters = self.fc_split(i, j, holders[h])
+                        k = slot[self.requester]
+                        if len(clusters) > 1 and best[i][h] + price < best[j][k]:
+                            best[j][k] = best[i][h] + price
+                            back[j, k] = (i, int(h), Step(i, j, self.requester, clusters=clusters))
+                if variant == "stages":
+                    continue
+                for h in (slot[self.requester], spread):
+                    if not np.isfinite(best[i][h]) or (h == spread and not from_spread):
                         continue
+                    holder = holders[h] if h < len(holders) else SPREAD
                     for step, price in self.volume_moves(i, j, holder, variant, split):
                         k = slot[step.holder]
-                        if here + price < best[j][k]:
-                            best[j][k] = here + price
+                        if best[i][h] + price < best[j][k]:
+                            best[j][k] = best[i][h] + price
                             back[j, k] = (i, h, step)
         end = len(self.nodes)
         finals = [best[end][k] + fixed_to + per * self.output_bytes() for k, (fixed_to, per) in
@@ -344,7 +469,7 @@ class BoundarySearch:
         return steps[::-1]
 
     def volume_moves(self, i: int, j: int, holder: str, variant: str, split: tuple | None):
-        if not self.is_volume(i, j):
+        if i not in self.volume_positions or j not in self.volume_positions or not self.is_volume(i, j):
             return
         for gathered in (True,) if variant == "gathered" else (True, False):
             price, rows = self.aligned(i, j, holder, gathered, split) if split else self.volume(i, j, holder, gathered)

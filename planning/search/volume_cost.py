@@ -135,7 +135,13 @@ def min_max_split(times: dict[str, np.ndarray], total: int) -> tuple[float, dict
     nothing) and be non-decreasing. Exact: bisection over every attainable time.
     """
     names = list(times)
-    tables = np.maximum.accumulate(np.array([times[d] for d in names]), axis=1)
+    finish, rows = min_max_rows(np.array([times[d] for d in names]), total)
+    return finish, {d: int(n) for d, n in zip(names, rows)} if np.isfinite(finish) else {}
+
+
+def min_max_rows(tables: np.ndarray, total: int) -> tuple[float, np.ndarray]:
+    """:func:`min_max_split` over a matrix (one row of times per device): the finish and the rows per device."""
+    tables = np.maximum.accumulate(tables, axis=1)
     levels = np.unique(tables[:, 1:])
 
     def rows_at(limit: float) -> np.ndarray:
@@ -143,7 +149,7 @@ def min_max_split(times: dict[str, np.ndarray], total: int) -> tuple[float, dict
 
     low, high = 0, len(levels) - 1
     if rows_at(levels[high]).sum() < total:
-        return float("inf"), {}
+        return float("inf"), np.zeros(len(tables), dtype=np.int64)
     while low < high:
         middle = (low + high) // 2
         if rows_at(levels[middle]).sum() >= total:
@@ -153,9 +159,9 @@ def min_max_split(times: dict[str, np.ndarray], total: int) -> tuple[float, dict
     rows = rows_at(levels[low])
     below = rows_at(levels[low - 1]) if low > 0 else np.zeros_like(rows)
     excess = rows.sum() - total
-    for k in range(len(names)):  # devices that reach the level only with extra rows give back what is not needed
+    for k in range(len(rows)):  # devices that reach the level only with extra rows give back what is not needed
         back = min(excess, rows[k] - below[k])
         rows[k] -= back
         excess -= back
     finish = max((tables[k][n] for k, n in enumerate(rows) if n > 0), default=0.0)
-    return float(finish), {d: int(n) for d, n in zip(names, rows)}
+    return float(finish), rows
