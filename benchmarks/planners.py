@@ -10,6 +10,10 @@ AlexNet, VGG-16, VGG-19 and YOLOv2; ResNet-50 and MobileNetV2 on DB at
     .venv/bin/python benchmarks/planners.py              # every case (long: tens of minutes)
     .venv/bin/python benchmarks/planners.py --quick      # one case per family
     .venv/bin/python benchmarks/planners.py --cases vgg16/distredge-la --planners halocut,modnn
+    .venv/bin/python benchmarks/planners.py --set held-out    # 48 seeded random topologies x 4 models
+
+Per case: each planner's latency, halocut's own search (safety net off) over the best other planner, whether the
+net decided the case, halocut over the LP lower bound (``planning/search/lower_bound.py``) and planning seconds.
 
 Prints one table per case and a summary; writes ``benchmarks/results/planners.csv``
 and ``planners.png`` (each planner's latency over halocut's, per case).
@@ -31,7 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 from halocut.compiler.prepare import prepare_model
 from halocut.planning import PLANNERS, get_planner
 from halocut.planning.planners.halocut import plan_halocut
-from halocut.runtime.simulate import lower_bound, simulate
+from halocut.planning.search.lower_bound import work_lower_bound
+from halocut.runtime.simulate import simulate
 from halocut.targets.cost import CostModel
 from halocut.targets.topology import Topology, catalog_device, load_topology, parse_topology
 
@@ -104,9 +109,18 @@ def cases() -> list[Case]:
 QUICK = ("vgg16/DB@50", "vgg16/LB", "vgg16/coopai-rpi4x4@100Mbps", "alexnet/mw@2MB/s", "resnet50/DB@100")
 
 
+def held_out_cases() -> list[Case]:
+    """The seeded random topologies of ``benchmarks/random_topologies.py`` for each held-out model."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from random_topologies import HELD_OUT_MODELS, held_out_topologies
+
+    return [Case(model, topology, f"{model}/{topology.name}", "held-out")
+            for topology in held_out_topologies() for model in HELD_OUT_MODELS]
+
+
 def run_case(case: Case, planners: list[str], prepared) -> list[dict]:
     rows = []
-    bound = lower_bound(prepared.graph, case.topology)
+    bound = work_lower_bound(prepared.graph, case.topology)
     for name in planners:
         if name == "bf" and case.family != BRUTE_FORCE_ONLY_ON:
             continue
@@ -119,15 +133,44 @@ def run_case(case: Case, planners: list[str], prepared) -> list[dict]:
                      "planning_s": planning_s, "lower_bound_ms": bound * 1e3,
                      "devices_used": len(plan.devices())})
     if "halocut" in planners:  # what halocut's own search finds, without the papers' plans as a safety net
+        start = time.perf_counter()
         plan = plan_halocut(prepared.graph, prepared.name, prepared.input_shape, case.topology, CostModel(),
                             safety_net=False)
+        own_s = time.perf_counter() - start
         own = simulate(prepared.graph, plan, case.topology, requests=1).latency_s * 1e3
         for row in rows:
-            row["halocut_own_ms"] = own
+            row["halocut_own_ms"], row["halocut_own_planning_s"] = own, own_s
     best = {r["planner"]: r["latency_ms"] for r in rows}
     for row in rows:
         row["ratio_to_halocut"] = row["latency_ms"] / best["halocut"] if "halocut" in best else float("nan")
     return rows
+
+
+def case_summary(rows: list[dict]) -> dict:
+    """One line per case: own search / best other planner, net decided?, halocut / bound, planning seconds."""
+    mine = next(r for r in rows if r["planner"] == "halocut")
+    others = [r["latency_ms"] for r in rows if r["planner"] != "halocut"]
+    best_other = min(others) if others else float("nan")
+    own = mine.get("halocut_own_ms", mine["latency_ms"])
+    return {"case": mine["case"], "own_ms": own, "best_other_ms": best_other, "own_vs_best": own / best_other,
+            "net_decides": own > mine["latency_ms"] * (1 + 1e-9), "bound_ms": mine["lower_bound_ms"],
+            "bound_ratio": mine["latency_ms"] / mine["lower_bound_ms"], "plan_s": mine["planning_s"],
+            "own_plan_s": mine.get("halocut_own_planning_s", float("nan"))}
+
+
+def print_summaries(summaries: list[dict]) -> None:
+    print(f"\n{'case':<36}{'own ms':>10}{'best other':>11}{'own/best':>9}{'net':>5}{'bound ms':>10}"
+          f"{'/bound':>8}{'plan s':>8}{'own s':>8}")
+    for s in summaries:
+        print(f"{s['case']:<36}{s['own_ms']:>10.2f}{s['best_other_ms']:>11.2f}{s['own_vs_best']:>9.3f}"
+              f"{'yes' if s['net_decides'] else '':>5}{s['bound_ms']:>10.2f}{s['bound_ratio']:>8.2f}"
+              f"{s['plan_s']:>8.2f}{s['own_plan_s']:>8.2f}")
+    import statistics
+
+    own_s = [s["own_plan_s"] for s in summaries]
+    print(f"own search planning s: median {statistics.median(own_s):.2f}, worst {max(own_s):.2f}; "
+          f"own search worse than the best other on {sum(s['own_vs_best'] > 1 + 1e-9 for s in summaries)} "
+          f"of {len(summaries)} cases")
 
 
 def print_case(rows: list[dict]) -> None:
@@ -166,14 +209,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="one case per family")
     parser.add_argument("--cases", help="comma-separated case labels (model/topology)")
     parser.add_argument("--planners", help="comma-separated planner names (default: all)")
+    parser.add_argument("--set", choices=("paper", "held-out", "all"), default="paper",
+                        help="the papers' 85 cases, the seeded random held-out cases, or both")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="folder for the CSV and plot")
     args = parser.parse_args(argv)
-    chosen = cases()
+    chosen = {"paper": cases, "held-out": held_out_cases, "all": lambda: cases() + held_out_cases()}[args.set]()
     if args.quick or args.cases:
         wanted = args.cases.split(",") if args.cases else list(QUICK)
         chosen = [c for c in chosen if c.label in wanted]
     planners = args.planners.split(",") if args.planners else sorted(PLANNERS)
-    rows, models = [], {}
+    rows, models, summaries = [], {}, []
     for case in chosen:
         if case.model not in models:
             size = SIZES.get(case.model, 224)
@@ -181,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         case_rows = run_case(case, planners, models[case.model])
         print_case(case_rows)
         rows += case_rows
+        if "halocut" in planners:
+            summaries.append(case_summary(case_rows))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "planners.csv", "w", newline="") as handle:
@@ -189,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         writer.writerows(rows)
     plot(rows, out / "planners.png")
     summarize(rows)
+    if summaries:
+        print_summaries(summaries)
     print(f"\nwrote {out / 'planners.csv'} and {out / 'planners.png'}")
     return 0
 
