@@ -228,6 +228,10 @@ def main(argv: list[str] | None = None) -> int:
         rows += case_rows
         if "halocut" in planners:
             summaries.append(case_summary(case_rows))
+            line = summaries[-1]
+            print(f"  own search {line['own_ms']:.2f} ms / best other {line['best_other_ms']:.2f} = "
+                  f"{line['own_vs_best']:.3f}; /bound {line['bound_ratio']:.2f}; own plan s {line['own_plan_s']:.2f}",
+                  flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "planners.csv", "w", newline="") as handle:

@@ -1,0 +1,53 @@
+"""Hand-worked pricing cases of the halocut planner's DP (issue 15 items 1 and 2)."""
+
+import torch.nn as nn
+
+from halocut.compiler.prepare import prepare_model
+from halocut.planning.planners.halocut import plan_halocut
+from halocut.planning.search.boundary_dp import BoundarySearch, Step
+from halocut.runtime.simulate import simulate
+from halocut.targets.cost import CostModel
+from halocut.targets.topology import parse_topology
+
+
+def _behind_one_link(count: int) -> object:
+    """A requester whose one 100 Mbps, 2 ms link reaches a switch with ``count`` Xaviers on 1 Gbps."""
+    devices = [{"name": "requester", "role": "requester", "kind": "rpi3b"}, {"name": "switch", "role": "gateway"}]
+    devices += [{"name": f"x-{k}", "role": "device", "kind": "jetson-agx-xavier"} for k in range(count)]
+    links = [{"between": ["requester", "switch"], "bandwidth": "100Mbps", "latency": "2ms"}]
+    links += [{"between": ["switch", f"x-{k}"], "bandwidth": "1Gbps", "latency": "0.1ms"} for k in range(count)]
+    return parse_topology({"name": "one-link", "devices": devices, "links": links}, "one-link")
+
+
+def test_an_fc_split_behind_one_link_pays_for_its_queued_messages():
+    """2048 -> 1000 (4 MFLOP) over 10 devices: 10 inputs of 8 KB queue on the requester's link at 2 ms each, so
+    the estimate must be at least 10 x 2 ms and agree with the simulated stage."""
+    prepared = prepare_model(nn.Sequential(nn.Flatten(), nn.Linear(2048, 1000)), (1, 2048, 1, 1))
+    topology = _behind_one_link(10)
+    search = BoundarySearch(prepared.graph, topology, topology.compute_devices(), CostModel())
+    i = next(p for p in search.positions if search.is_fc(p, len(search.nodes)))
+    estimate, clusters = search.fc_split(i, len(search.nodes), "requester")
+    steps = ([Step(0, i, "requester", device="requester")] if i else []) + \
+        [Step(i, len(search.nodes), "requester", clusters=clusters)]
+    plan = search.build("fc", prepared.input_shape, steps)
+    simulated = simulate(prepared.graph, plan, topology, requests=1).latency_s
+    if len(clusters) > 1:
+        assert estimate >= 0.8 * simulated
+    best = plan_halocut(prepared.graph, "fc", prepared.input_shape, topology, CostModel(), safety_net=False)
+    alone = min(simulate(prepared.graph, search.build("fc", prepared.input_shape,
+                                                      [Step(0, len(search.nodes), d.name, device=d.name)]),
+                         topology, requests=1).latency_s for d in topology.compute_devices())
+    assert simulate(prepared.graph, best, topology, requests=1).latency_s <= alone * (1 + 1e-9)
+
+
+def test_a_spread_volumes_halo_is_priced_over_the_route_through_the_requester():
+    """On a star every device-to-device message is relayed: the halo link has two hops' latency."""
+    prepared = prepare_model("lenet5")
+    devices = [{"name": "requester", "role": "requester", "kind": "rpi4"}]
+    devices += [{"name": f"n-{k}", "role": "device", "kind": "jetson-nano"} for k in range(3)]
+    links = [{"between": ["requester", f"n-{k}"], "bandwidth": "50Mbps", "latency": "3ms"} for k in range(3)]
+    topology = parse_topology({"name": "star", "devices": devices, "links": links}, "star")
+    search = BoundarySearch(prepared.graph, topology, topology.compute_devices(), CostModel())
+    assert abs(search.link("n-1", "n-0", shared=True)[0] - 0.006) < 1e-9  # two hops, each with its latency
+    fixed, per_byte = search.halo_link("n-0")  # the nearest neighbour tile may be the requester's own: one hop
+    assert abs(fixed - 0.003) < 1e-9 and abs(per_byte - 8 / 50e6) < 1e-15
