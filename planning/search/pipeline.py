@@ -32,8 +32,16 @@ def pipeline_plans(search, model: str, input_shape: tuple[int, ...], keep: int =
     for server in servers:
         for j in ends:
             priced += _price(search, server, j)
-    priced.sort(key=lambda item: item[0])
-    return [_plan(search, model, input_shape, *item[1:]) for item in priced[:keep]]
+    priced.sort(key=lambda item: (item[0], item[1], item[2], tuple(item[3]), item[4]))
+    plans, seen = [], set()
+    for item in priced:  # different (tile count, share) pairs often give the same tiles: keep distinct plans
+        plan = _plan(search, model, input_shape, *item[1:])
+        if plan.stages not in seen:
+            seen.add(plan.stages)
+            plans.append(plan)
+        if len(plans) == keep:
+            break
+    return plans
 
 
 def _price(search, server, j: int) -> list[tuple]:

@@ -51,3 +51,16 @@ def test_a_spread_volumes_halo_is_priced_over_the_route_through_the_requester():
     assert abs(search.link("n-1", "n-0", shared=True)[0] - 0.006) < 1e-9  # two hops, each with its latency
     fixed, per_byte = search.halo_link("n-0")  # the nearest neighbour tile may be the requester's own: one hop
     assert abs(fixed - 0.003) < 1e-9 and abs(per_byte - 8 / 50e6) < 1e-15
+
+
+def test_pipelined_offload_candidates_are_distinct_plans():
+    from halocut.planning.search.pipeline import pipeline_plans
+    from halocut.targets.topology import load_topology
+
+    from tests.support import ROOT
+
+    prepared = prepare_model("alexnet", (1, 3, 96, 96))
+    topology = load_topology(ROOT / "examples/topologies/mw.yaml")
+    search = BoundarySearch(prepared.graph, topology, topology.compute_devices(), CostModel())
+    plans = pipeline_plans(search, "alexnet", prepared.input_shape)
+    assert len(plans) == 6 and len({p.stages for p in plans}) == len(plans)
