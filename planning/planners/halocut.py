@@ -244,6 +244,16 @@ def refine(graph: fx.GraphModule, plan: Plan, topology: Topology, cost: CostMode
     Bounded by ``max_trials`` simulations, so the same inputs give the same plan on any machine, idle or loaded.
     """
     trials = 0
+    for candidate in structural_moves(plan):  # merge neighbouring volumes, run an fc stage on one device
+        if trials >= max_trials // 4:
+            break
+        trials += 1
+        try:
+            trial = simulate(graph, candidate, topology, cost, requests=1).latency_s
+        except HalocutError:  # not a valid volume (more than its last node used outside)
+            continue
+        if trial < latency_s - 1e-12:
+            plan, latency_s = candidate, trial
     improved = True
     while improved and trials < max_trials:
         improved = False
@@ -276,6 +286,24 @@ def refine(graph: fx.GraphModule, plan: Plan, topology: Topology, cost: CostMode
             if improved:
                 break
     return plan
+
+
+def structural_moves(plan: Plan) -> list[Plan]:
+    """Plans one move away that change the stages, not the rows (issue 15 item 4), in a fixed order: two
+    neighbouring row-tiled spatial stages on the same devices fused into one volume (the later stage's tiles),
+    and each fc stage run whole on the device of its largest cluster."""
+    moves = []
+    stages = plan.stages
+    for index in range(len(stages) - 1):
+        a, b = stages[index], stages[index + 1]
+        if a.kind == b.kind == "spatial" and [t.devices for t in a.tiles] == [t.devices for t in b.tiles]:
+            merged = Stage("spatial", a.nodes + b.nodes, tiles=b.tiles)
+            moves.append(stages[:index] + (merged,) + stages[index + 2:])
+    for index, stage in enumerate(stages):
+        if stage.kind == "fc" and len(stage.clusters) > 1:
+            device = max(stage.clusters, key=lambda c: c.features[1] - c.features[0]).device
+            moves.append(stages[:index] + (Stage("single", stage.nodes, device=device),) + stages[index + 1:])
+    return [Plan(plan.model, plan.input_shape, s, planner=plan.planner) for s in moves]
 
 
 def _halvings(step: int) -> list[int]:
