@@ -9,11 +9,13 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import inspect
 import io
 import logging
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +25,11 @@ from torch import fx, nn
 
 from halocut.compiler.zoo import ZOO
 from halocut.ir.errors import HalocutError, one_line
+from halocut.ir.files import read_bytes, read_text
 
 Shape = tuple[int, ...]
+MAX_MODEL_FILE_BYTES = 4 << 20  # a model's .py file
+MAX_WEIGHTS_BYTES = 4 << 30  # a state_dict
 
 IMAGENET_SHAPE: Shape = (1, 3, 224, 224)
 # torchvision models whose published input size is not 224.
@@ -43,6 +48,7 @@ class LoadedModel:
     graph_module: fx.GraphModule
     input_shape: Shape
     tracer: str  # "symbolic_trace" or "torch.export"
+    source: dict | None = None  # how to load it again (see :func:`model_source`)
 
 
 def known_models() -> list[str]:
@@ -63,7 +69,7 @@ def parse_shape(text: str) -> Shape:
         raise HalocutError(f"input shape '{text}': expected comma-separated integers such as 1,3,224,224") from None
     if not shape or any(d <= 0 for d in shape):
         raise HalocutError(f"input shape '{text}': every dimension must be a positive integer")
-    return shape
+    return check_shape(shape, "input shape")
 
 
 def load_model(spec: str | nn.Module, input_shape: Shape | None = None,
@@ -82,9 +88,57 @@ def load_model(spec: str | nn.Module, input_shape: Shape | None = None,
     if weights is not None:
         _load_weights(module, Path(weights))
     module.eval()
-    shape = tuple(input_shape or default_shape)
+    shape = check_shape(input_shape or default_shape, "input shape" if input_shape else f"model '{model_name}'"
+                                                                                       f" input shape")
     graph_module, tracer = trace(module, shape)
-    return LoadedModel(name or model_name, module, graph_module, shape, tracer)
+    return LoadedModel(name or model_name, module, graph_module, shape, tracer, model_source(spec, weights))
+
+
+MAX_INPUT_BYTES = 1 << 30  # one float32 input tensor: 1 GiB, far beyond any model halocut splits
+
+
+def check_shape(shape, what: str) -> Shape:
+    """A shape of positive ints whose float32 tensor fits :data:`MAX_INPUT_BYTES`, checked before allocating.
+
+    >>> check_shape((1, 3, 100000, 100000), "--input-shape")
+    Traceback (most recent call last):
+    halocut.ir.errors.HalocutError: --input-shape (1, 3, 100000, 100000): a float32 input of 120.0 GB, more than the 1.1 GB limit
+    """
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, (tuple, list)) or not shape or \
+            not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
+        raise HalocutError(f"{what} {shape!r:.80}: expected a sequence of positive integers such as (1, 3, 224, 224)")
+    size = 4
+    for dim in shape:
+        size *= dim
+    if size > MAX_INPUT_BYTES:
+        raise HalocutError(f"{what} {tuple(shape)}: a float32 input of {size / 1e9:.1f} GB, more than the "
+                           f"{MAX_INPUT_BYTES / 1e9:.1f} GB limit")
+    return tuple(shape)
+
+
+def model_source(spec, weights: str | Path | None = None) -> dict:
+    """How to load a model again, as a manifest records it: a name (torchvision or zoo), a file with its
+    factory and the file's sha256, or an in-memory module (which cannot be reloaded); the weights file
+    and its sha256."""
+    if isinstance(spec, nn.Module):
+        source = {"kind": "module", "class": type(spec).__name__}
+    elif ":" in spec or spec.endswith(".py"):
+        path, _, factory = spec.rpartition(":")
+        source = {"kind": "file", "path": str(Path(path).resolve()), "factory": factory,
+                  "sha256": hashlib.sha256(read_bytes(path, MAX_MODEL_FILE_BYTES)).hexdigest()}
+    else:
+        source = {"kind": "name", "name": spec}
+    if weights is not None:
+        source["weights"] = {"path": str(Path(weights).resolve()), "sha256": _file_sha256(Path(weights))}
+    return source
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def trace(module: nn.Module, input_shape: Shape) -> tuple[fx.GraphModule, str]:
@@ -162,13 +216,14 @@ def _from_file(spec: str) -> tuple[nn.Module, Shape, str]:
     if path.suffix != ".py":
         raise HalocutError(f"model '{spec}': file '{path}' is not a .py file")
     module_name = f"halocut_user_{abs(hash(path.resolve()))}"
+    read_text(path, MAX_MODEL_FILE_BYTES)  # size and UTF-8 checked before Python reads it
     source = importlib.util.spec_from_file_location(module_name, path)
     user_module = importlib.util.module_from_spec(source)
     sys.modules[module_name] = user_module
     try:
         source.loader.exec_module(user_module)
-    except Exception as error:
-        raise HalocutError(f"model '{spec}': importing '{path}' failed: {one_line(error)}") from None
+    except (Exception, SystemExit) as error:  # a user file that calls sys.exit must not end halocut quietly
+        raise HalocutError(f"model '{spec}': importing '{path}' failed: {_why(error)}") from None
     factory = getattr(user_module, factory_name, None)
     if factory is None:
         callables = sorted(n for n, v in vars(user_module).items()
@@ -178,21 +233,32 @@ def _from_file(spec: str) -> tuple[nn.Module, Shape, str]:
         raise HalocutError(f"model '{spec}': '{factory_name}' in '{path}' is not callable")
     try:
         module = factory()
-    except Exception as error:
-        raise HalocutError(f"model '{spec}': calling '{factory_name}()' failed: {one_line(error)}") from None
+    except (Exception, SystemExit) as error:
+        raise HalocutError(f"model '{spec}': calling '{factory_name}()' failed: {_why(error)}") from None
     if not isinstance(module, nn.Module):
         raise HalocutError(f"model '{spec}': '{factory_name}()' returned {type(module).__name__}, not an nn.Module")
     shape = getattr(module, "input_shape", None) or getattr(user_module, "INPUT_SHAPE", None) or IMAGENET_SHAPE
-    return module, tuple(shape), f"{path.stem}:{factory_name}"
+    return module, check_shape(shape, f"model '{spec}': its input shape (input_shape or INPUT_SHAPE)"), \
+        f"{path.stem}:{factory_name}"
+
+
+def _why(error: BaseException) -> str:
+    if isinstance(error, SystemExit):
+        return f"it called sys.exit({error.code!r})"
+    return one_line(error)
 
 
 def _load_weights(module: nn.Module, path: Path) -> None:
     if not path.is_file():
         raise HalocutError(f"weights '{path}': file does not exist")
+    data = read_bytes(path, MAX_WEIGHTS_BYTES)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's own warning (with colour codes) would repeat the error
+            warnings.simplefilter("ignore")
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as error:
-        raise HalocutError(f"weights '{path}': not a readable state_dict: {one_line(error)}") from None
+        raise HalocutError(f"weights '{path}': not a readable state_dict (plain tensors only, weights_only): "
+                           f"{one_line(error, first=True, limit=120)}") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):

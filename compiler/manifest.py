@@ -52,7 +52,7 @@ def build_manifest(c) -> dict:
     return {
         "format": FORMAT,
         "model": {"name": c.loaded.name, "input": {"name": _input_name(c), "shape": shape, "dtype": "float32"},
-                  "tracer": c.loaded.tracer},
+                  "tracer": c.loaded.tracer, "source": c.loaded.source},
         "toolchain": {**{p: _version(p) for p in PACKAGES}, "python": platform.python_version()},
         "topology": _topology_json(c.topology),
         "plan": c.plan.to_json(),

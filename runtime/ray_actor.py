@@ -41,6 +41,8 @@ from pathlib import Path
 import numpy as np
 
 from halocut.backends.base import Artifact, Target, backend
+from halocut.backends.manifest import listed_files, parse_manifest
+from halocut.backends.signing import TRUST_ENV, read_public_key, trusted_key_path, verify
 from halocut.ir.errors import HalocutError
 from halocut.runtime.flow import Runner, Step, assemble, crop
 
@@ -58,6 +60,7 @@ class PartHost:
         self.runners: dict[str, Runner] = {}
         self.backends: dict[str, str] = {}
         self.placement: dict[str, str] = {}
+        self.hashes: dict[str, str] | None = None
         self.reset()
 
     def ping(self) -> dict:
@@ -80,13 +83,19 @@ class PartHost:
             chosen[step.name] = artifact["path"]
         return chosen
 
-    def host(self, steps: list[Step], blobs: dict, placement: dict[str, str]) -> dict[str, str]:
+    def host(self, steps: list[Step], blobs: dict, placement: dict[str, str],
+             authority: dict | None = None) -> dict[str, str]:
         """Load the steps not loaded yet from ``blobs`` (path -> bytes or a Ray reference to them).
 
-        The bytes must match the manifest's sha256, or the part is refused. ``placement`` says which
-        device runs each part (for counting the bytes that leave this machine). Returns part -> backend.
+        The bytes must match the manifest's sha256, or the part is refused. With ``authority`` (the
+        manifest's bytes, its signature and the trusted public key; this machine's own
+        ``$HALOCUT_TRUST`` takes precedence over the key sent), this actor checks the signature itself
+        and takes the hashes from the manifest it verified, not from the steps it was handed; a machine
+        with ``$HALOCUT_TRUST`` set refuses an unsigned build. ``placement`` says which device runs each
+        part (for counting the bytes that leave this machine). Returns part -> backend.
         """
         self.placement = dict(placement)
+        self.hashes = self._verified_hashes(authority)
         chosen = self.choose(steps)
         scratch = Path(tempfile.mkdtemp(prefix=f"halocut-{self.device}-"))
         try:
@@ -100,6 +109,19 @@ class PartHost:
             shutil.rmtree(scratch, ignore_errors=True)
         return {step.name: self.backends[step.name] for step in steps}
 
+    def _verified_hashes(self, authority: dict | None) -> dict[str, str] | None:
+        """path -> sha256 from the manifest whose signature this actor checked (None: unsigned, unchecked)."""
+        own = trusted_key_path(None)
+        if authority is None and own is None:
+            return None
+        where = f"actor '{self.device}' ({socket.gethostname()})"
+        if authority is None:
+            raise HalocutError(f"{where}: ${TRUST_ENV} is set here and the build is not verified by signature; "
+                               f"refusing to load it (compile with --sign, run with --trust)")
+        key = read_public_key(own) if own is not None else authority["key"]
+        verify(authority["manifest"], authority["signature"], key, where)
+        return listed_files(parse_manifest(authority["manifest"], f"{where}: manifest.json"))
+
     def _load(self, part: str, artifact: dict, blobs: dict, scratch: Path) -> Runner:
         if artifact["path"] not in blobs:
             raise HalocutError(f"part '{part}' on '{self.device}': artifact {artifact['path']} was not sent")
@@ -107,7 +129,11 @@ class PartHost:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             import ray
             data = ray.get(data)
-        if hashlib.sha256(data).hexdigest() != artifact["sha256"]:
+        expected = artifact["sha256"] if self.hashes is None else self.hashes.get(artifact["path"])
+        if expected is None:
+            raise HalocutError(f"part '{part}' on '{self.device}': {artifact['path']} is not in the signed manifest; "
+                               f"refusing to load it")
+        if hashlib.sha256(data).hexdigest() != expected:
             raise HalocutError(f"part '{part}' on '{self.device}': {artifact['path']} does not match its sha256 in "
                                f"the manifest (tampered or corrupted); refusing to load it")
         path = scratch / Path(artifact["path"]).name

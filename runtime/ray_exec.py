@@ -31,12 +31,15 @@ import numpy as np
 import ray
 from ray import exceptions as rex
 
+from halocut.backends.manifest import inside
 from halocut.ir.errors import HalocutError, one_line
+from halocut.ir.files import read_bytes
 from halocut.runtime.flow import Flow, Step, collect, entry_messages
 from halocut.runtime.ray_actor import PartHost
 
 logger = logging.getLogger("halocut.runtime")
 
+MAX_ARTIFACT_BYTES = 8 << 30  # one artifact file sent to an actor
 FAILURES = (rex.RayActorError, rex.RayChannelError, rex.GetTimeoutError)
 _RemoteHost = ray.remote(PartHost)
 
@@ -97,9 +100,11 @@ class Deployment:
 
     def __init__(self, flow: Flow, build_dir: str | Path, threads: int | None = 0, compiled: bool = True,
                  max_inflight: int = 8, restart_timeout_s: float = 60.0, request_timeout_s: float = 120.0,
-                 max_restarts: int = 2, max_recoveries: int = 5):
-        """The actors are created by start(). ``threads`` per actor: 0 all of its machine's cores."""
+                 max_restarts: int = 2, max_recoveries: int = 5, authority: dict | None = None):
+        """The actors are created by start(). ``threads`` per actor: 0 all of its machine's cores. ``authority``
+        (:meth:`halocut.backends.manifest.Build.authority`): what each actor checks the signature with."""
         self.flow, self.build = flow, Path(build_dir)
+        self.authority = authority
         self.threads, self.compiled = threads, compiled
         self.max_inflight, self.max_restarts, self.max_recoveries = max_inflight, max_restarts, max_recoveries
         self.restart_timeout_s, self.request_timeout_s = restart_timeout_s, request_timeout_s
@@ -213,9 +218,11 @@ class Deployment:
             by_device[self.placement[step.name]].append(step)
         chosen = _get({d: self.actors[d].choose.remote(steps) for d, steps in by_device.items()}, self.restart_timeout_s)
         for path in {p for paths in chosen.values() for p in paths.values()} - set(self._blobs):
-            self._blobs[path] = ray.put((self.build / path).read_bytes())
+            self._blobs[path] = ray.put(read_bytes(inside(self.build, path, self.build / "manifest.json"),
+                                                   MAX_ARTIFACT_BYTES))
         loaded = _get({d: self.actors[d].host.remote(steps, {p: self._blobs[p] for p in chosen[d].values()},
-                                                       self.placement) for d, steps in by_device.items()},
+                                                       self.placement, self.authority)
+                       for d, steps in by_device.items()},
                       self.restart_timeout_s)
         for device, backends in loaded.items():
             self.backends.update(backends)
