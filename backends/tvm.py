@@ -179,6 +179,7 @@ def tune(part: Part, target: Target, out_dir: Path, trials: int) -> Path:
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
+    _import_tensor_intrinsics()
     work_dir = Path(out_dir) / f"{part.name}.tuning"
     work_dir.mkdir(parents=True, exist_ok=True)
     tuning_target = tvm.target.Target({**spec, "num-cores": spec.get("num-cores", os.cpu_count() or 1)})
@@ -186,8 +187,12 @@ def tune(part: Part, target: Target, out_dir: Path, trials: int) -> Path:
     if not tasks:
         raise HalocutError(f"tvm: part '{part.name}' has no kernels to tune")
     try:
-        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            tasks, str(work_dir), num_threads=os.cpu_count() or 1, seed=0)
+        contexts, weights = [], []
+        for task in tasks:  # one search strategy each: a strategy holds its task's state
+            context, weight = ms.relax_integration.extracted_tasks_to_tune_contexts(
+                [task], str(work_dir), strategy=_strategy(ms, trials), num_threads=os.cpu_count() or 1, seed=0)
+            contexts += context
+            weights += weight
         ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir), max_trials_global=trials,
                       num_trials_per_iter=max(1, min(64, trials)),
                       cost_model="xgb" if importlib.util.find_spec("xgboost") else "random",
@@ -196,6 +201,42 @@ def tune(part: Part, target: Target, out_dir: Path, trials: int) -> Path:
     except Exception as error:  # noqa: BLE001
         raise HalocutError(f"tvm: tuning part '{part.name}' failed: {one_line(error, first=True)}") from error
     return work_dir
+
+
+def _import_tensor_intrinsics() -> None:
+    """Import ``tvm.s_tir.tensor_intrin`` (MetaSchedule's schedule rules need it) in seconds, not minutes.
+
+    Its ~500 ``@T.prim_func`` definitions each call ``inspect.stack()``, which resolves every frame's module by
+    scanning ``sys.modules``: with torch and Ray loaded that is minutes of CPU (218 s measured in the test
+    process). During that one import ``inspect.stack`` is replaced by the same list built from the frames
+    directly (filename, line, function and the one line of context TVMScript reads, from ``linecache``)."""
+    if "tvm.s_tir.tensor_intrin" in sys.modules:
+        return
+    import inspect
+    import linecache
+
+    def stack(context: int = 1):
+        frames, frame = [], sys._getframe(1)
+        while frame is not None:
+            line = linecache.getline(frame.f_code.co_filename, frame.f_lineno) if context > 0 else ""
+            frames.append(inspect.FrameInfo(frame, frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name,
+                                            [line] if line else None, 0 if line else None))
+            frame = frame.f_back
+        return frames
+
+    original, inspect.stack = inspect.stack, stack
+    try:
+        importlib.import_module("tvm.s_tir.tensor_intrin")
+    finally:
+        inspect.stack = original
+
+
+def _strategy(ms, trials: int):
+    """MetaSchedule's evolutionary search with its population sized to the trials: the default (512 schedules
+    evolved, 50 unmeasured ones drawn first) costs minutes of search per task even when only a few trials are
+    measured; from 64 trials on it is the default."""
+    return ms.search_strategy.EvolutionarySearch(population_size=min(512, max(32, 8 * trials)),
+                                                 init_min_unmeasured=min(50, max(8, trials)))
 
 
 def _target_dict(target: Target) -> dict:
