@@ -21,6 +21,7 @@ from torch import fx, nn
 from halocut.compiler.frontend import LoadedModel, Shape, load_model
 from halocut.ir.layers import annotate_layers
 from halocut.passes.fold import fold_batchnorm
+from halocut.passes.fold_shapes import fold_shapes
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,8 @@ def step_load(state) -> None:
 
 
 def step_fold(state) -> None:
-    """Fold batch norms into the convolutions before them."""
-    state.graph = fold_batchnorm(state.loaded.graph_module)
+    """Fold batch norms into the convolutions before them, and shape arithmetic to constants."""
+    state.graph = fold_shapes(fold_batchnorm(state.loaded.graph_module), state.loaded.input_shape)
 
 
 def step_analyse(state) -> None:
