@@ -16,19 +16,33 @@ True
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 from pathlib import Path
 
+import numpy as np
+import torch
+
+from halocut.backends.base import Part, Target
+from halocut.backends.torch import emit as emit_torch
 from halocut.compiler.prepare import PreparedModel, prepare_model
 from halocut.ir.errors import HalocutError
-from halocut.ir.schedule import Schedule
+from halocut.ir.names import part_name
+from halocut.ir.schedule import Schedule, ScheduledTask
+from halocut.passes.lower import lower_plan
 from halocut.planning.scheduling.costs import ModelCosts, model_costs
 from halocut.planning.scheduling.online import schedule_workload
 from halocut.planning.scheduling.replay import check_schedule
+from halocut.planning.search.cuts import segments_plan
+from halocut.runtime.reference import run_lowered
+from halocut.runtime.schedule_run import Machine, ScheduleRun, Stage, TaskRun, execute
 from halocut.targets.cost import CostModel
 from halocut.targets.topology import catalog_device
 from halocut.targets.workload import Edge, Task, Workload, load_workload
 
-__all__ = ["WorkloadCosts", "schedule_file", "check_schedule_file", "check_schedule"]
+__all__ = ["WorkloadCosts", "schedule_file", "check_schedule_file", "check_schedule", "run_schedule"]
+
+MAX_RUN_SAMPLES = 2000  # --run executes every sample for real: a workload beyond this is refused
 
 
 class WorkloadCosts:
@@ -71,3 +85,77 @@ def check_schedule_file(schedule_path: str | Path, workload_path: str | Path) ->
     schedule = Schedule.load(schedule_path)
     costs = WorkloadCosts(load_workload(workload_path))
     return schedule, check_schedule(schedule, costs.workload, costs, str(schedule_path))
+
+
+def run_schedule(schedule: Schedule, costs: WorkloadCosts, address: str | None = None,
+                 time_scale: float | None = None, progress: bool = False, seed: int = 0) -> ScheduleRun:
+    """``halocut schedule --run``: compile each task's parts once (per model, input shape and cuts, through
+    the build cache), run the schedule on Ray (:mod:`halocut.runtime.schedule_run`), every task on seeded
+    random samples, each output checked against the original model's."""
+    workload = costs.workload
+    total = sum(t.samples for t in schedule.tasks)
+    if total > MAX_RUN_SAMPLES:
+        raise HalocutError(f"{workload.source}: --run executes every sample; this workload has {total} "
+                           f"(at most {MAX_RUN_SAMPLES}): lower the tasks' samples")
+    directory = Path(tempfile.mkdtemp(prefix="halocut-schedule-parts-"))
+    parts: dict[str, Path] = {}
+    runs = []
+    for index, entry in enumerate(schedule.tasks):
+        task = next(t for t in workload.tasks if t.name == entry.name)
+        prepared = costs.model(task)
+        edge = workload.edge(entry.edge) if entry.edge else workload.edge(workload.device(task.device).edges[0])
+        names = _parts(prepared, entry.cuts, directory, parts)
+        phases = costs(task, edge).phases(entry.choice, entry.cuts, entry.downlink_bps or task.downlink_bps,
+                                          entry.uplink_bps or task.uplink_bps, task.input_bytes)
+        generator = torch.Generator().manual_seed(seed * 100_003 + index)
+        inputs = [torch.randn(prepared.input_shape, generator=generator) for _ in range(entry.samples)]
+        with torch.no_grad():
+            reference = tuple(prepared.module(x).numpy() for x in inputs)
+        runs.append(TaskRun(entry.name, _stages(entry, workload.cloud, names, phases), tuple(x.numpy() for x in inputs),
+                            reference, entry.start_s, entry.end_s))
+    machines = [Machine(d.name, 1) for d in workload.devices] + [Machine(e.name, e.capacity) for e in workload.edges]
+    machines.append(Machine(workload.cloud, max(1, len(runs))))
+    return execute(schedule.policy, runs, machines, parts, address, time_scale, progress=progress)
+
+
+def _parts(prepared: PreparedModel, cuts: tuple[int, int], directory: Path, parts: dict[str, Path]) -> dict[str, str]:
+    """The device, edge and cloud parts of ``prepared`` cut at ``cuts`` (role -> part name; empty segments
+    have none), each emitted once as a torch.export artifact into ``directory``."""
+    roles = ["device", "edge", "cloud"]
+    plan = segments_plan(prepared.graph, prepared.name, prepared.input_shape, list(cuts), roles, "deepar")
+    key = hashlib.sha256(f"{prepared.name}|{prepared.input_shape}|{cuts}".encode()).hexdigest()[:12]
+    recorded: dict[str, tuple] = {}
+
+    def record(name, module, args):
+        recorded[name] = (module, [a.detach().clone() for a in args])
+        return module(*args)
+
+    named = {stage.device: f"{key}-{stage.device}" for stage in plan.stages}
+    if all(name in parts for name in named.values()):
+        return named
+    example = torch.randn(prepared.input_shape, generator=torch.Generator().manual_seed(0))
+    run_lowered(prepared.graph, lower_plan(prepared.graph, plan), example, call=record)
+    for index, stage in enumerate(plan.stages):
+        module, args = recorded[part_name(index)]
+        part = Part(named[stage.device], module, tuple(args), ("x",), ("y",))
+        artifact = emit_torch(part, Target("torch"), directory)
+        parts[part.name] = directory / artifact.path
+    return named
+
+
+def _stages(entry: ScheduledTask, cloud: str, names: dict[str, str], phases: dict[str, float]) -> tuple[Stage, ...]:
+    """The chain of calls of one scheduled task (modelled seconds for all its samples; see schedule_run)."""
+    n = entry.samples
+    if entry.choice == "device":
+        return (Stage(entry.device, names.get("device"), 0.0, phases["device"] * n),)
+    chain = []
+    if "device" in names:
+        chain.append(Stage(entry.device, names["device"], 0.0, phases["device"] * n))
+    if entry.choice in ("edge", "edge-cloud"):
+        chain.append(Stage(entry.edge, names.get("edge"), phases["downlink"] * n, phases["edge"] * n))
+    if entry.choice in ("cloud", "edge-cloud"):
+        relay = phases["downlink"] * n if entry.choice == "cloud" else 0.0
+        chain.append(Stage(cloud, names.get("cloud"), relay + phases["uplink"] * n, phases["cloud"] * n))
+    last = chain[-1]
+    chain[-1] = Stage(last.machine, last.part, last.receive_s, last.compute_s, phases["return"] * n)
+    return tuple(chain)

@@ -79,14 +79,24 @@ class ModelCosts:
     def delay(self, kind: str, cuts: tuple[int, int], downlink_bps: float, uplink_bps: float, samples: int,
               input_bytes: float | None = None) -> float:
         """Eqs. 1-6 for given cuts (positions among :attr:`positions`), summed, for ``samples`` samples."""
+        return sum(self.phases(kind, cuts, downlink_bps, uplink_bps, input_bytes).values()) * samples
+
+    def phases(self, kind: str, cuts: tuple[int, int], downlink_bps: float, uplink_bps: float,
+               input_bytes: float | None = None) -> dict[str, float]:
+        """One sample's seconds by phase, in the order they happen: ``device``, ``downlink`` (the tensor at c1 to
+        the edge), ``edge``, ``uplink`` (the tensor at c2 to the cloud), ``cloud``, ``return`` (the result back
+        to the device over the links used); eqs. 1-6 are their sum."""
         a, b = self.positions.index(cuts[0]), self.positions.index(cuts[1])
         g, last = self._bytes(input_bytes), len(self.positions) - 1
-        t = self.device[0, a]
+        phases = {"device": float(self.device[0, a]), "downlink": 0.0, "edge": 0.0, "uplink": 0.0, "cloud": 0.0,
+                  "return": 0.0}
         if USES_DOWNLINK[kind]:
-            t += (g[a] + g[last]) * 8.0 / downlink_bps + self.edge[a, b]
+            phases.update(downlink=g[a] * 8.0 / downlink_bps, edge=float(self.edge[a, b]))
+            phases["return"] += g[last] * 8.0 / downlink_bps
         if USES_UPLINK[kind]:
-            t += (g[b] + g[last]) * 8.0 / uplink_bps + self.cloud[b, last]
-        return float(t) * samples
+            phases.update(uplink=g[b] * 8.0 / uplink_bps, cloud=float(self.cloud[b, last]))
+            phases["return"] += g[last] * 8.0 / uplink_bps
+        return {k: float(v) for k, v in phases.items()}
 
     def _bytes(self, input_bytes: float | None) -> np.ndarray:
         if input_bytes is None:
