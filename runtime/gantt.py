@@ -77,7 +77,8 @@ def plot_schedule(schedule, path: str | Path, title: str | None = None, measured
     legend = [Patch(color=c, label=k) for k, c in SCHEDULE_COLOURS.items()] + [Patch(color="lightgrey", label="wait")]
     if measured:
         legend.append(Patch(color="black", label="measured"))
-    axes.legend(handles=legend, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=len(legend),
+    below = 0.1 + 0.18 / figure.get_size_inches()[1]  # under the axis label, whatever the figure's height
+    axes.legend(handles=legend, loc="upper center", bbox_to_anchor=(0.5, -below), ncol=len(legend),
                 fontsize="small", frameon=False)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
