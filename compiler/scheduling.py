@@ -61,7 +61,8 @@ class WorkloadCosts:
             try:
                 self.prepared[key] = prepare_model(task.model, task.input_shape)
             except HalocutError as error:
-                raise HalocutError(f"{self.workload.source}: task '{task.name}'.model: {error}") from None
+                index = self.workload.tasks.index(task)
+                raise HalocutError(f"{self.workload.source}: tasks[{index}].model ('{task.name}'): {error}") from None
         return self.prepared[key]
 
     def __call__(self, task: Task, edge: Edge) -> ModelCosts:

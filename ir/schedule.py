@@ -85,6 +85,7 @@ class Schedule:
             for i, t in enumerate(tasks):
                 if t.choice not in CHOICES:
                     raise HalocutError(f"{source}: tasks[{i}].choice: '{t.choice}' is not one of {', '.join(CHOICES)}")
+                _check_types(t, f"{source}: tasks[{i}]")
             return cls(data["policy"], data["workload"], tasks, data.get("scheduling_time_s", 0.0))
         except (KeyError, TypeError) as error:
             raise HalocutError(f"{source}: not a halocut schedule ({type(error).__name__}: {error})") from None
@@ -95,3 +96,30 @@ class Schedule:
     @classmethod
     def load(cls, path: str | Path) -> "Schedule":
         return cls.from_json(read_json(path), str(path))
+
+
+_NUMBERS = ("arrival_s", "start_s", "end_s", "downlink_bps", "uplink_bps", "decision_s")
+
+
+def _check_types(task: ScheduledTask, where: str) -> None:
+    """A schedule file is read from users: every field of the type the checker and the runtime compute with."""
+    def integer(value):
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    wrong = [f for f in ("name", "device", "model") if not isinstance(getattr(task, f), str)]
+    wrong += [f for f in _NUMBERS if not (integer(getattr(task, f)) or isinstance(getattr(task, f), float))]
+    wrong += [f for f in ("samples", "index") if not integer(getattr(task, f))]
+    if not (task.edge is None or isinstance(task.edge, str)):
+        wrong.append("edge")
+    if len(task.cuts) != 2 or not all(integer(c) for c in task.cuts):
+        wrong.append("cuts")
+    if not all(integer(d) for d in task.input_shape):
+        wrong.append("input_shape")
+    if wrong:
+        raise HalocutError(f"{where}.{wrong[0]}: {getattr(task, wrong[0])!r} is not "
+                           f"{_EXPECTED.get(wrong[0], 'a number')}")
+
+
+_EXPECTED = {"name": "a string", "device": "a string", "model": "a string", "edge": "a string or null",
+             "samples": "an integer", "index": "an integer", "cuts": "two integers (c1, c2)",
+             "input_shape": "a list of integers"}
