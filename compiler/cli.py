@@ -115,6 +115,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print one JSON object")
     run.set_defaults(drive=drive_run)
 
+    schedule = commands.add_parser("schedule", help="schedule many tasks over edge servers and a cloud (DeePar)")
+    schedule.add_argument("--workload", required=True, help="workload YAML (examples/workloads/)")
+    schedule.add_argument("--policy", default="deepar", help="deepar (default), device-only, edge-only or cloud-only")
+    schedule.add_argument("-o", "--output", help="schedule JSON to write")
+    schedule.add_argument("--json", action="store_true", help="print the schedule as one JSON object")
+    schedule.add_argument("--gantt", help="draw the schedule (PNG)")
+    schedule.add_argument("--check", metavar="SCHEDULE", help="replay a schedule JSON against the workload instead: "
+                                                                "constraints (8)-(19) at every event instant")
+    schedule.add_argument("--run", action="store_true", help="execute the schedule on Ray, verify every output")
+    schedule.add_argument("--address", help="Ray cluster to join for --run (default: an embedded cluster)")
+    schedule.add_argument("--time-scale", type=float, help="wall seconds per scheduled second for --run (default: "
+                                                            "the schedule's last end lasts 20 s)")
+    schedule.set_defaults(drive=drive_schedule)
+
     train_plan = commands.add_parser("train-plan", help="plan training across device, edge and cloud (HierTrain)")
     train_plan.add_argument("model", help="model name or path/to/file.py:factory")
     train_plan.add_argument("--topology", required=True, help="topology YAML with a requester, an edge and a cloud")
@@ -279,6 +293,55 @@ def drive_run(args: argparse.Namespace) -> int:
     else:
         print(verified_line(report))
         Console(width=None if sys.stdout.isatty() else 160).print(run_table(report))
+    return 0
+
+
+def drive_schedule(args: argparse.Namespace) -> int:
+    from halocut.compiler.scheduling import check_schedule_file, schedule_file
+
+    if args.check:
+        if args.run or args.output or args.gantt:
+            raise HalocutError("halocut schedule: --check replays a schedule; it takes no --run, -o or --gantt")
+        schedule, instants = check_schedule_file(args.check, args.workload)
+        print(f"{args.check}: {len(schedule.tasks)} tasks satisfy constraints (8)-(19) at all {instants} event "
+              f"instants of {args.workload}")
+        return 0
+    schedule, costs = schedule_file(args.workload, args.policy)
+    if args.output:
+        schedule.save(args.output)
+    if args.gantt:
+        from halocut.runtime.gantt import plot_schedule
+
+        plot_schedule(schedule, args.gantt)
+    measured = None
+    if args.run:
+        from halocut.compiler.scheduling import run_schedule
+
+        measured = run_schedule(schedule, costs, args.address, args.time_scale, progress=sys.stderr.isatty())
+    data = schedule.to_json() if measured is None else {**schedule.to_json(), "run": measured.to_json()}
+    if args.json:
+        print(json.dumps(data))
+        return 0
+    from rich.console import Console
+
+    from halocut.runtime.report import schedule_table
+
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    console.print(schedule_table(schedule))
+    decisions = sorted(t.decision_s for t in schedule.tasks)
+    print(f"{schedule.policy}: total delay {schedule.total_delay_s:.4g} s over {len(schedule.tasks)} tasks; scheduled "
+          f"in {schedule.scheduling_time_s:.3f} s (per task: median {decisions[len(decisions) // 2] * 1e3:.2f} ms, "
+          f"worst {decisions[-1] * 1e3:.2f} ms)" + (f"; written to {args.output}" if args.output else "")
+          + (f"; Gantt chart: {args.gantt}" if args.gantt else ""))
+    if measured is not None:
+        from halocut.runtime.schedule_run import run_line, run_table
+
+        console.print(run_table(measured))
+        print(run_line(measured))
+    if measured is not None and not all(t.verified for t in measured.tasks):
+        wrong = next(t for t in measured.tasks if not t.verified)
+        raise HalocutError(f"task '{wrong.name}': its output differs from the model's by {wrong.max_error:.3g} "
+                           f"(tolerance {wrong.tolerance:.3g})")
     return 0
 
 

@@ -47,3 +47,41 @@ def plot_timeline(intervals, path: str | Path, title: str, devices: list[str] | 
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+SCHEDULE_COLOURS = {"device": "tab:blue", "edge": "tab:orange", "cloud": "tab:green", "edge-cloud": "tab:purple"}
+
+
+def plot_schedule(schedule, path: str | Path, title: str | None = None, measured: dict | None = None) -> Path:
+    """A multi-task schedule (:class:`~halocut.ir.schedule.Schedule`): one row per task, its wait from arrival
+    to start in grey, its run coloured by resource choice and labelled with its edge server; ``measured``
+    (task -> (start_s, end_s)) adds the measured run as a thin black bar."""
+    path = Path(path)
+    tasks = sorted(schedule.tasks, key=lambda t: (t.arrival_s, t.name))
+    figure, axes = plt.subplots(figsize=(11, min(0.28 * len(tasks) + 1.8, 40)))
+    for y, task in enumerate(tasks):
+        if task.start_s > task.arrival_s:
+            axes.barh(y, task.start_s - task.arrival_s, left=task.arrival_s, height=0.5, color="lightgrey")
+        axes.barh(y, task.latency_s, left=task.start_s, height=0.6, color=SCHEDULE_COLOURS[task.choice],
+                  edgecolor="black", linewidth=0.3)
+        if task.edge and len(tasks) <= 60:
+            axes.text(task.end_s, y, f" {task.edge}", va="center", fontsize="x-small")
+        if measured and task.name in measured:
+            start, end = measured[task.name]
+            axes.barh(y, end - start, left=start, height=0.15, color="black")
+    axes.set_yticks(range(len(tasks)), [t.name for t in tasks], fontsize="x-small" if len(tasks) > 30 else None)
+    axes.invert_yaxis()
+    axes.set_xlabel("time (s)")
+    axes.set_title(title or f"{schedule.policy} on {schedule.workload}: total delay {schedule.total_delay_s:.4g} s")
+    axes.grid(axis="x", linestyle=":", linewidth=0.5)
+    legend = [Patch(color=c, label=k) for k, c in SCHEDULE_COLOURS.items()] + [Patch(color="lightgrey", label="wait")]
+    if measured:
+        legend.append(Patch(color="black", label="measured"))
+    below = 0.1 + 0.18 / figure.get_size_inches()[1]  # under the axis label, whatever the figure's height
+    axes.legend(handles=legend, loc="upper center", bbox_to_anchor=(0.5, -below), ncol=len(legend),
+                fontsize="small", frameon=False)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

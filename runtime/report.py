@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from halocut.ir.schedule import Schedule
 from halocut.runtime.simulate import SimulationResult
 from halocut.targets.topology import Topology
 
@@ -54,3 +55,20 @@ def _rate(bps: float) -> str:
         if bps >= scale:
             return f"{bps / scale:g} {unit}"
     return f"{bps:g} bps"
+
+
+def schedule_table(schedule: Schedule, limit: int = 60) -> Table:
+    """One row per task of a multi-task schedule (the first ``limit`` by arrival; a last row counts the rest)."""
+    table = Table(title=f"{schedule.policy} on {schedule.workload}")
+    for column in ("task", "device", "model", "samples", "choice", "edge", "cuts", "arrival s", "start s", "end s",
+                   "delay s", "downlink", "uplink"):
+        table.add_column(column, justify="left" if column in ("task", "device", "model", "choice", "edge")
+                         else "right")
+    tasks = sorted(schedule.tasks, key=lambda t: (t.arrival_s, t.name))
+    for t in tasks[:limit]:
+        table.add_row(t.name, t.device, t.model, str(t.samples), t.choice, t.edge or "-", f"{t.cuts[0]},{t.cuts[1]}",
+                      f"{t.arrival_s:.3f}", f"{t.start_s:.3f}", f"{t.end_s:.3f}", f"{t.delay_s:.3f}",
+                      _rate(t.downlink_bps) if t.downlink_bps else "-", _rate(t.uplink_bps) if t.uplink_bps else "-")
+    if len(tasks) > limit:
+        table.add_row(f"... {len(tasks) - limit} more", *[""] * 12)
+    return table
