@@ -117,7 +117,7 @@ def step_frontend(c: Compilation) -> None:
 
 def step_plan(c: Compilation) -> None:
     if c.options.plan is not None:
-        c.plan = Plan.load(c.options.plan)
+        c.plan = Plan.load(c.options.plan).simplified()
         if tuple(c.plan.input_shape) != tuple(c.loaded.input_shape):
             raise HalocutError(f"{c.options.plan}: plan is for input shape {tuple(c.plan.input_shape)}, the model "
                                f"is compiled at {tuple(c.loaded.input_shape)}")

@@ -16,7 +16,7 @@ True
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +104,12 @@ class Plan:
     def devices(self) -> list[str]:
         return list(dict.fromkeys(d for stage in self.stages for d in stage.devices()))
 
+    def simplified(self) -> Plan:
+        """The same plan with every split into one part stated as what it is: a spatial stage of one tile on one
+        device, or an fc stage of one cluster, becomes a ``single`` stage on that device (a "split" into one
+        part would only add halo bookkeeping and a tiled artifact)."""
+        return replace(self, stages=tuple(_unsplit(stage) for stage in self.stages))
+
     def validate(self, graph_module: fx.GraphModule, devices: set[str] | None = None) -> None:
         """Check the plan against an annotated graph (and a topology's device names, if given)."""
         nodes = {n.name: n for n in compute_nodes(graph_module)}
@@ -128,6 +134,14 @@ class Plan:
                 if source.name in stage_of and stage_of[source.name] > stage_of[name]:
                     raise HalocutError(f"plan: stages[{stage_of[name]}] ('{name}') reads '{source.name}' from "
                                        f"the later stages[{stage_of[source.name]}]")
+
+
+def _unsplit(stage: Stage) -> Stage:
+    if stage.kind == "spatial" and len(stage.tiles) == 1 and len(stage.tiles[0].devices) == 1:
+        return Stage("single", stage.nodes, device=stage.tiles[0].devices[0].device)
+    if stage.kind == "fc" and len(stage.clusters) == 1:
+        return Stage("single", stage.nodes, device=stage.clusters[0].device)
+    return stage
 
 
 def _check_stage(stage: Stage, where: str, nodes: dict[str, fx.Node]) -> None:

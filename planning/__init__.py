@@ -21,6 +21,7 @@ from __future__ import annotations
 if __name__ != "halocut.planning":  # one module, one name: a second copy would have its own HalocutError and registries
     raise ImportError(f"import halocut.planning, not {__name__}")
 
+import functools
 import importlib
 from typing import Protocol
 
@@ -61,4 +62,9 @@ def get_planner(name: str) -> Planner:
     if name not in PLANNERS:
         raise HalocutError(f"unknown planner '{name}'; planners: {', '.join(sorted(PLANNERS))}")
     module, function = PLANNERS[name].split(":")
-    return getattr(importlib.import_module(f"{__package__}.planners.{module}"), function)
+    planner = getattr(importlib.import_module(f"{__package__}.planners.{module}"), function)
+
+    @functools.wraps(planner)
+    def simplified(*args, **kwargs) -> Plan:
+        return planner(*args, **kwargs).simplified()  # no split into one part (Plan.simplified)
+    return simplified

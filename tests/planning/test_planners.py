@@ -8,6 +8,7 @@ import pytest
 from halocut.compiler.prepare import prepare_model
 from halocut.planning import PLANNERS, get_planner
 from halocut.planning.search.cuts import crossing, cut_positions
+from halocut.ir.segments import plan, row_tiles
 from halocut.runtime.reference import verify_plan
 from halocut.runtime.simulate import simulate
 from halocut.targets.cost import CostModel
@@ -29,7 +30,23 @@ def test_every_plan_reproduces_the_model(alexnet, name, topology):
     topo = load_topology(ROOT / f"examples/topologies/{topology}.yaml")
     plan = get_planner(name)(alexnet.graph, "alexnet", alexnet.input_shape, topo, CostModel())
     assert plan.planner == name
+    assert not [s for s in plan.stages if (s.kind == "spatial" and len(s.tiles) == 1 and len(s.tiles[0].devices) == 1)
+                or (s.kind == "fc" and len(s.clusters) == 1)]  # no split into one part (issue 12, item 7)
     verify_plan(alexnet.graph, plan, original=alexnet.module)
+
+
+def test_a_split_into_one_part_is_planned_as_a_single_stage():
+    """Issue 12, item 7: one tile on one device, or one fc cluster, is a single-device stage; a one-tile stage
+    chained over two devices is a real pipeline and stays spatial."""
+    lenet = prepare_model("lenet5")
+    hand = plan(lenet.graph, "lenet5", lenet.input_shape, [
+        ("spatial", "_2", row_tiles(14, 14, [])), ("spatial", "_5", (row_tiles(5, 5, []), ["_4"])),
+        ("single", "_6", 2), ("fc", "_8", ("data", [(0, 400)])), ("single", None, 3)], devices=("a", "b", "c", "d"))
+    simple = hand.simplified()
+    assert [(s.kind, s.device) for s in simple.stages] == [("single", "a"), ("spatial", None), ("single", "c"),
+                                                            ("single", "a"), ("single", "d")]
+    assert simple.stages[1] == hand.stages[1] and [s.nodes for s in simple.stages] == [s.nodes for s in hand.stages]
+    assert verify_plan(lenet.graph, simple, original=lenet.module) <= 1e-4
 
 
 @pytest.mark.parametrize("topology", TOPOLOGIES)
