@@ -57,11 +57,13 @@ class Target:
     backend: str  # "onnx", "tvm" or "torch"
     tvm_target: dict | None = None  # {"kind": "llvm", ...} or {"kind": "cuda", "arch": "sm_87"}
     fp16: bool = False  # onnx: also write an FP16 variant
+    tensorrt: str | None = None  # onnx: the TensorRT version whose ONNX parser must take the part (Jetson boards)
 
     def describe(self) -> str:
         """Short and readable: ``onnx``, ``tvm x86``, ``tvm aarch64``, ``tvm cuda sm_87 (host aarch64)``."""
         if self.tvm_target is None:
-            return self.backend + (" (+fp16)" if self.fp16 else "")
+            return (self.backend + (f" (TensorRT {self.tensorrt})" if self.tensorrt else "")
+                    + (" (+fp16)" if self.fp16 else ""))
         return "tvm " + _describe_tvm(self.tvm_target)
 
 
@@ -149,5 +151,6 @@ def graph_key(part: Part, target: Target) -> str:
         digest.update(getattr(part.module, attribute).detach().cpu().contiguous().numpy().tobytes())
     digest.update(repr([tuple(x.shape) for x in part.example_inputs]).encode())
     digest.update(repr((part.input_names, part.output_names)).encode())  # written into ONNX files
-    digest.update(repr((target.backend, sorted((target.tvm_target or {}).items()), target.fp16)).encode())
+    digest.update(repr((target.backend, sorted((target.tvm_target or {}).items()), target.fp16,
+                        target.tensorrt)).encode())
     return digest.hexdigest()

@@ -2,7 +2,8 @@
 
 TensorRT-ready means static shapes, FP32 weights, constants folded, a graph
 cleaned and sorted by onnx-graphsurgeon, ``onnx.checker`` passing with the full
-check, and only ops TensorRT implements (:data:`TENSORRT_OPS`); an FP16 variant
+check, and, for a Jetson board's part (``Target.tensorrt``), only ops that TensorRT version's ONNX parser
+takes (:data:`TENSORRT_OPS`, from its own operator documentation); an FP16 variant
 (inputs and outputs kept FP32) is written when the target asks for it.
 
 >>> import torch, tempfile
@@ -33,15 +34,32 @@ from halocut.backends.base import Artifact, Part, Runner, Target, cached_emit
 from halocut.ir.errors import HalocutError, one_line
 
 OPSET = 17
-# Operators TensorRT 8.6+ parses (onnx-tensorrt operators.md); a part using anything else is refused.
-TENSORRT_OPS = frozenset({
-    "Add", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat", "Constant", "ConstantOfShape", "Conv",
-    "ConvTranspose", "DepthToSpace", "Div", "Elu", "Equal", "Expand", "Flatten", "Gather", "Gemm",
-    "GlobalAveragePool", "GlobalMaxPool", "HardSigmoid", "HardSwish", "Identity", "LeakyRelu", "LRN", "MatMul",
-    "Max", "MaxPool", "Mul", "Pad", "Pow", "ReduceMean", "Relu", "Reshape", "Resize", "Shape", "Sigmoid", "Slice",
-    "Softmax", "SpaceToDepth", "Split", "Sqrt", "Squeeze", "Sub", "Sum", "Tanh", "Tile", "Transpose", "Unsqueeze",
-    "Where",
-})
+# The ONNX operators a TensorRT version's ONNX parser takes: the "Y" rows of the operator support matrix in
+# onnx-tensorrt's docs/operators.md of that release (github.com/onnx/onnx-tensorrt, branch release/8.5-GA: "TensorRT
+# 8.5 supports operators up to Opset 17"; TensorRT 8.5.2 is JetPack 5.1's, for Jetson Xavier and Orin). It
+# lists LayerNormalization as not supported (TensorRT 8.6 added it). Only a Jetson board's parts (a target with
+# ``tensorrt``) are checked; the per-op restrictions the matrix names (e.g. Conv weights must be initializers) are not.
+TENSORRT_OPS = {
+    "8.5": frozenset({
+        "Abs", "Acos", "Acosh", "Add", "And", "ArgMax", "ArgMin", "Asin", "Asinh", "Atan", "Atanh", "AveragePool",
+        "BatchNormalization", "Cast", "Ceil", "Celu", "Clip", "Concat", "Constant", "ConstantOfShape", "Conv",
+        "ConvTranspose", "Cos", "Cosh", "CumSum", "DepthToSpace", "DequantizeLinear", "Div", "Dropout", "Einsum",
+        "Elu", "Equal", "Erf", "Exp", "Expand", "EyeLike", "Flatten", "Floor", "Gather", "GatherElements",
+        "GatherND", "Gemm", "GlobalAveragePool", "GlobalLpPool", "GlobalMaxPool", "Greater", "GreaterOrEqual",
+        "GridSample", "GRU", "HardSigmoid", "HardSwish", "Identity", "If", "ImageScaler", "InstanceNormalization",
+        "IsNaN", "LeakyRelu", "Less", "LessOrEqual", "Log", "LogSoftmax", "Loop", "LpNormalization", "LpPool", "LRN",
+        "LSTM", "MatMul", "Max", "MaxPool", "Mean", "MeanVarianceNormalization", "Min", "Mod", "Mul", "Neg",
+        "NonMaxSuppression", "NonZero", "Not", "OneHot", "Or", "Pad", "ParametricSoftplus", "Pow", "PRelu",
+        "QuantizeLinear", "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Range",
+        "Reciprocal", "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean",
+        "ReduceMin", "ReduceProd", "ReduceSum", "ReduceSumSquare", "Relu", "Reshape", "Resize", "ReverseSequence",
+        "RNN", "RoiAlign", "Round", "ScaledTanh", "Scan", "Scatter", "ScatterElements", "ScatterND", "Selu", "Shape",
+        "Shrink", "Sigmoid", "Sign", "Sin", "Sinh", "Size", "Slice", "Softmax", "Softplus", "Softsign",
+        "SpaceToDepth", "Split", "Sqrt", "Squeeze", "Sub", "Sum", "Tan", "Tanh", "ThresholdedRelu", "Tile", "TopK",
+        "Transpose", "Trilu", "Unsqueeze", "Upsample", "Where", "Xor",
+    }),
+}
+JETSON_TENSORRT = "8.5"  # the version a Jetson board's parts are checked against
 
 
 def emit(part: Part, target: Target, out_dir: Path) -> Artifact:
@@ -53,7 +71,7 @@ def _emit(part: Part, target: Target, out_dir: Path) -> Artifact:
     """Write ``<part>.onnx`` (and ``<part>.fp16.onnx`` if asked) into ``out_dir``; paths are relative to it."""
     out_dir.mkdir(parents=True, exist_ok=True)
     model = _clean(_export(part), part)
-    _check(model, part.name)
+    _check(model, part.name, target.tensorrt)
     path = Path(f"{part.name}.onnx")
     onnx.save(model, out_dir / path)
     extra = ()
@@ -112,11 +130,15 @@ def _clean(model: onnx.ModelProto, part: Part) -> onnx.ModelProto:
     return onnx.shape_inference.infer_shapes(gs.export_onnx(graph), strict_mode=True)
 
 
-def _check(model: onnx.ModelProto, name: str) -> None:
+def _check(model: onnx.ModelProto, name: str, tensorrt: str | None) -> None:
     onnx.checker.check_model(model, full_check=True)
-    unsupported = sorted({node.op_type for node in model.graph.node} - TENSORRT_OPS)
-    if unsupported:
-        raise HalocutError(f"part '{name}': ops TensorRT does not support: {', '.join(unsupported)}")
+    if tensorrt is not None:
+        if tensorrt not in TENSORRT_OPS:
+            raise HalocutError(f"part '{name}': no operator table for TensorRT {tensorrt}; known: "
+                               f"{', '.join(TENSORRT_OPS)}")
+        unsupported = sorted({node.op_type for node in model.graph.node} - TENSORRT_OPS[tensorrt])
+        if unsupported:
+            raise HalocutError(f"part '{name}': ops TensorRT {tensorrt} does not support: {', '.join(unsupported)}")
     for value in list(model.graph.input) + list(model.graph.output):
         dims = value.type.tensor_type.shape.dim
         if any(not d.HasField("dim_value") for d in dims):

@@ -26,6 +26,7 @@ from rich.progress import Progress
 from torch import fx, nn
 
 from halocut.backends.base import Artifact, Part, Target, backend
+from halocut.backends.onnx import JETSON_TENSORRT
 from halocut.backends.manifest import write_manifest
 from halocut.compiler import prepare
 from halocut.compiler.frontend import LoadedModel, Shape
@@ -100,7 +101,7 @@ def targets_for(device: Device, only: tuple[str, ...] | None = None, fp16: bool 
     choices = {
         "tvm-aarch64": [Target("tvm", AARCH64)],
         "tvm-x86": [Target("tvm", X86), Target("torch")],
-        "tensorrt-onnx": [Target("onnx", fp16=fp16)] + ([Target("tvm", {**cuda, "host": AARCH64})] if cuda else []),
+        "tensorrt-onnx": [Target("onnx", fp16=fp16, tensorrt=JETSON_TENSORRT)] + ([Target("tvm", {**cuda, "host": AARCH64})] if cuda else []),
         "cuda": ([Target("tvm", cuda)] if cuda else []) + [Target("torch")],
         "torch": [Target("torch")],
     }[device.backend or "torch"]
