@@ -13,6 +13,7 @@ files; an existing non-empty output is refused unless ``force``.
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import time
@@ -136,6 +137,7 @@ def step_lower(c: Compilation) -> None:
     recorded: dict[str, tuple[fx.GraphModule, list]] = {}
 
     def record(name, module, args):
+        module = independent(module)
         recorded[name] = (module, [a.detach().clone() for a in args])
         return module(*args)
 
@@ -146,6 +148,17 @@ def step_lower(c: Compilation) -> None:
         c.parts[name] = (Part(name, module, tuple(args), inputs, outputs), devices[name])
     with torch.no_grad():
         c.reference = c.loaded.module(c.example)
+
+
+def independent(module: fx.GraphModule) -> fx.GraphModule:
+    """A part's own module, in eval mode: its submodules and buffers copied, its parameters shared (read only).
+
+    Sliced and cut modules are built in training mode around the model's own submodules; a batch norm that
+    was not folded (one after a concat) would be shared by sibling tiles and the model, and torch.onnx.export
+    puts back the training mode it found, so a later export or run would use batch statistics and overwrite
+    running_mean (issue 12, item 4)."""
+    shared = {id(p): p for p in module.parameters()}
+    return copy.deepcopy(module, memo=shared).eval()
 
 
 def step_emit(c: Compilation) -> None:
@@ -175,7 +188,7 @@ def step_verify(c: Compilation) -> None:
 
         def call(name, module, args, runners=runners):
             if name not in runners:
-                return call_module(name, module, args)
+                return call_module(name, c.parts[name][0].module, args)
             outputs = [torch.from_numpy(np.asarray(o)) for o in runners[name]([a.detach().numpy() for a in args])]
             return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
