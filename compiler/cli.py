@@ -129,6 +129,16 @@ def build_parser() -> argparse.ArgumentParser:
                                                             "the schedule's last end lasts 20 s)")
     schedule.set_defaults(drive=drive_schedule)
 
+    verify = commands.add_parser("verify", help="run a plan beside the model: max error, halo FLOPs, bytes moved")
+    verify.add_argument("model", help="model name or path/to/file.py:factory")
+    verify.add_argument("--plan", help="plan JSON (halocut plan -o)")
+    verify.add_argument("--tiles", help="instead of --plan: an equal ROWSxCOLS grid (DeepThings' FTP), e.g. 2x2")
+    verify.add_argument("--fuse-until", help="with --tiles: the last layer of the tiled volume")
+    verify.add_argument("--input-shape", help="input shape (default: the model's own)")
+    verify.add_argument("--weights", help="local state_dict file (default: random initialisation)")
+    verify.add_argument("--json", action="store_true", help="print one JSON object")
+    verify.set_defaults(drive=drive_verify)
+
     train_plan = commands.add_parser("train-plan", help="plan training across device, edge and cloud (HierTrain)")
     train_plan.add_argument("model", help="model name or path/to/file.py:factory")
     train_plan.add_argument("--topology", required=True, help="topology YAML with a requester, an edge and a cloud")
@@ -343,6 +353,22 @@ def drive_schedule(args: argparse.Namespace) -> int:
         raise HalocutError(f"task '{wrong.name}': its output differs from the model's by {wrong.max_error:.3g} "
                            f"(tolerance {wrong.tolerance:.3g})")
     return 0
+
+
+def drive_verify(args: argparse.Namespace) -> int:
+    from halocut.compiler.verification import parse_tiles, verify_model
+
+    tiles = parse_tiles(args.tiles) if args.tiles else None
+    report = verify_model(args.model, args.plan, tiles, args.fuse_until, _shape(args.input_shape), args.weights)
+    if args.json:
+        print(json.dumps(report.to_json()))
+    else:
+        verdict = "equivalent" if report.ok else "NOT equivalent"
+        print(f"{report.model} {'x'.join(map(str, report.input_shape))}, {report.plan}: {verdict}, max abs error "
+              f"{report.max_abs_error:.3g} (tolerance {report.tolerance:.3g}); {report.stages} stages, {report.parts} "
+              f"parts; halo FLOP overhead {report.halo_flop_overhead:.1%} ({report.parts_flops:,} vs "
+              f"{report.model_flops:,} FLOPs); {report.bytes_moved:,} bytes read by the parts")
+    return 0 if report.ok else 1
 
 
 def drive_profile_training(args: argparse.Namespace) -> int:
