@@ -23,6 +23,7 @@ import numpy as np
 from torch import fx
 
 from halocut.ir.errors import HalocutError
+from halocut.ir.files import write_json
 from halocut.ir.graph import compute_nodes, tensor_inputs
 from halocut.ir.names import part_name
 from halocut.ir.ops import POINTWISE
@@ -87,8 +88,9 @@ class Plan:
         return Plan(data["model"], tuple(data["input_shape"]), tuple(_stage(s) for s in data["stages"]),
                     data.get("planner", "manual"))
 
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), indent=1) + "\n")
+    def save(self, path: str | Path) -> Path:
+        """Write the plan whole or not at all (a missing folder is made; an unwritable path is a one-line error)."""
+        return write_json(path, self.to_json(), force=True)
 
     @staticmethod
     def load(path: str | Path) -> Plan:
