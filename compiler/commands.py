@@ -33,9 +33,10 @@ from torch import fx
 
 from halocut.backends.manifest import load_manifest
 from halocut.compiler.driver import Compilation, CompileOptions, compile_model
-from halocut.compiler.frontend import load_model
+from halocut.compiler.frontend import file_sha256, load_model
 from halocut.compiler.prepare import PreparedModel, prepare_model
 from halocut.ir.errors import HalocutError
+from halocut.ir.files import read_json
 from halocut.ir.graph import output_nodes
 from halocut.ir.layer_groups import LayerGroup, layer_groups
 from halocut.ir.layers import annotate_layers
@@ -135,13 +136,52 @@ def run_build(options: run.RunOptions) -> run.RunReport:
 
 
 def reference_for(flow: Flow, build: Path, model: str | None, weights) -> tuple[run.Reference, str]:
-    """The expected outputs of an input, and what they come from: the original model (by the manifest's name,
-    or ``model``); when it cannot be loaded, the in-process executor of the build's artifacts."""
+    """The expected outputs of an input, and what they come from: the original model (``model``, else as the
+    manifest's ``model.source`` records it: a name, or a file whose sha256 still matches, with its weights);
+    when it cannot be loaded, the in-process executor of the build's artifacts, and the run says it is not
+    verified against the model."""
+    spec, why = (model, None) if model else _recorded_model(build, flow)
+    if spec is None:
+        return run.local_reference(flow, build, why)
+    if weights is None and not model:
+        weights, why = _recorded_weights(build)
+        if why:
+            return run.local_reference(flow, build, why)
     try:
-        prepared = prepare_model(model or flow.model, flow.input_shape, weights)
+        prepared = prepare_model(spec, flow.input_shape, weights)
     except HalocutError as error:
         return run.local_reference(flow, build, str(error))
     return _original(prepared, flow, model), "original model"
+
+
+def _source(build: Path) -> dict | None:
+    return read_json(build / "manifest.json")["model"].get("source")
+
+
+def _recorded_model(build: Path, flow: Flow) -> tuple[str | None, str | None]:
+    """(the spec that loads the build's model again, or None and why it cannot be)."""
+    source = _source(build)
+    if source is None or source["kind"] == "name":
+        return (source or {}).get("name", flow.model), None
+    if source["kind"] == "module":
+        return None, (f"it was compiled from an in-memory {source.get('class', 'module')}, which cannot be loaded "
+                      f"again; pass --model")
+    path = Path(source["path"])
+    if not path.is_file():
+        return None, f"its model file {path} is gone; pass --model"
+    if file_sha256(path) != source["sha256"]:
+        return None, f"its model file {path} changed since the build (sha256 differs); pass --model"
+    return f"{path}:{source['factory']}", None
+
+
+def _recorded_weights(build: Path) -> tuple[Path | None, str | None]:
+    recorded = (_source(build) or {}).get("weights")
+    if recorded is None:
+        return None, None
+    path = Path(recorded["path"])
+    if not path.is_file() or file_sha256(path) != recorded["sha256"]:
+        return None, f"its weights file {path} is {'gone' if not path.is_file() else 'changed'}; pass --weights"
+    return path, None
 
 
 def _original(prepared: PreparedModel, flow: Flow, model: str | None) -> run.Reference:

@@ -129,11 +129,11 @@ def model_source(spec, weights: str | Path | None = None) -> dict:
     else:
         source = {"kind": "name", "name": spec}
     if weights is not None:
-        source["weights"] = {"path": str(Path(weights).resolve()), "sha256": _file_sha256(Path(weights))}
+        source["weights"] = {"path": str(Path(weights).resolve()), "sha256": file_sha256(Path(weights))}
     return source
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
