@@ -23,6 +23,7 @@ Region(rows=(-1, 5), cols=(-1, 9))
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 from torch import fx
@@ -33,7 +34,22 @@ from halocut.ir.layers import LayerInfo
 from halocut.ir.ops import POINTWISE, WHOLE_INPUT
 from halocut.ir.regions import EMPTY, Interval, Region
 
-Rule = Callable[[LayerInfo, Region, tuple[int, ...]], Region]
+Region_ = Callable[[LayerInfo, Region, tuple[int, ...]], Region]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One op kind's halo rule: ``region(layer, out, input_shape)`` and, for attributes it cannot split,
+    ``refuses(layer)`` -> the reason (None: it splits). The one table both the planners' "splittable?" and the
+    halo computation read, so they cannot disagree."""
+
+    region: Region_
+    refuses: Callable[[LayerInfo], str | None] = lambda layer: None
+
+    def __call__(self, layer: LayerInfo, out: Region, input_shape: tuple[int, ...]) -> Region:
+        return self.region(layer, out, input_shape)
+
+
 HALO_RULES: dict[str, Rule] = {}
 
 ELEMENTWISE_KINDS = POINTWISE | {"lrn", "add", "sub", "mul", "div", "cat"}  # one output position, one input position
@@ -74,21 +90,41 @@ def _reorg(layer: LayerInfo, out: Region, input_shape: tuple[int, ...]) -> Regio
 
 
 def _upsample(layer: LayerInfo, out: Region, input_shape: tuple[int, ...]) -> Region:
-    scale_h, scale_w = layer.attrs["scale"]
-    if layer.attrs["mode"] != "nearest" or scale_h != int(scale_h) or scale_w != int(scale_w):
-        raise HalocutError(f"upsample ({layer.target}): no halo rule for mode '{layer.attrs['mode']}' "
-                           f"with scale {layer.attrs['scale']}; only nearest with integer scales splits")
-    sh, sw = int(scale_h), int(scale_w)
+    sh, sw = (int(v) for v in layer.attrs["scale"])
     return Region((out.rows[0] // sh, math.ceil(out.rows[1] / sh)), (out.cols[0] // sw, math.ceil(out.cols[1] / sw)))
 
 
+def _upsample_refuses(layer: LayerInfo) -> str | None:
+    if layer.attrs.get("by_size"):
+        return "no halo rule for an output size given as 'size'; use scale_factor"
+    scale_h, scale_w = layer.attrs["scale"]
+    if layer.attrs["mode"] != "nearest" or scale_h != int(scale_h) or scale_w != int(scale_w):
+        return (f"no halo rule for mode '{layer.attrs['mode']}' with scale {layer.attrs['scale']}; only nearest "
+                f"with integer scales splits")
+    return None
+
+
+def _sliding_refuses(layer: LayerInfo) -> str | None:
+    if layer.kind == "avgpool2d" and layer.attrs.get("divisor_override"):
+        return "no halo rule for divisor_override"
+    if layer.kind == "conv2d" and layer.attrs.get("padding_mode", "zeros") != "zeros":
+        return f"no halo rule for padding_mode '{layer.attrs['padding_mode']}'"
+    return None
+
+
+def _pad_refuses(layer: LayerInfo) -> str | None:
+    mode = layer.attrs.get("mode", "constant")
+    return None if mode == "constant" else f"no halo rule for mode '{mode}'"
+
+
 for _kind in ("conv2d", "maxpool2d", "avgpool2d"):
-    HALO_RULES[_kind] = _sliding
+    HALO_RULES[_kind] = Rule(_sliding, _sliding_refuses)
 for _kind in sorted(ELEMENTWISE_KINDS):
-    HALO_RULES[_kind] = _pointwise
-HALO_RULES["pad"] = _explicit_pad
-HALO_RULES["reorg"] = _reorg
-HALO_RULES["upsample"] = _upsample
+    HALO_RULES[_kind] = Rule(_pointwise)
+HALO_RULES["pad"] = Rule(_explicit_pad, _pad_refuses)
+HALO_RULES["reorg"] = Rule(_reorg)
+HALO_RULES["upsample"] = Rule(_upsample, _upsample_refuses)
+
 
 def halo_rule(node: fx.Node) -> Rule:
     """The rule of a node's kind, or an error naming the node and why it cannot be split."""
@@ -98,19 +134,12 @@ def halo_rule(node: fx.Node) -> Rule:
     if layer.kind in WHOLE_INPUT:
         raise HalocutError(f"layer '{node.name}' ({layer.kind}) depends on its whole input and ends a "
                            f"spatially splittable region")
-    if layer.kind == "avgpool2d" and layer.attrs.get("divisor_override"):
-        raise HalocutError(f"layer '{node.name}' (avgpool2d): no halo rule for divisor_override")
-    if layer.kind == "pad" and layer.attrs.get("mode", "constant") != "constant":
-        raise HalocutError(f"layer '{node.name}' (pad): no halo rule for mode '{layer.attrs['mode']}'")
-    if layer.kind == "upsample" and layer.attrs.get("by_size"):
-        raise HalocutError(f"layer '{node.name}' (upsample): no halo rule for an output size given as 'size'; "
-                           f"use scale_factor")
-    if layer.kind == "conv2d" and layer.attrs.get("padding_mode", "zeros") != "zeros":
-        raise HalocutError(f"layer '{node.name}' (conv2d): no halo rule for padding_mode "
-                           f"'{layer.attrs['padding_mode']}'")
     rule = HALO_RULES.get(layer.kind)
     if rule is None:
         raise HalocutError(f"layer '{node.name}' ({layer.kind}: {layer.target}) has no halo rule")
+    reason = rule.refuses(layer)
+    if reason is not None:
+        raise HalocutError(f"layer '{node.name}' ({layer.kind}): {reason}")
     return rule
 
 
