@@ -35,7 +35,7 @@ IMAGENET_SHAPE: Shape = (1, 3, 224, 224)
 # torchvision models whose published input size is not 224.
 _INPUT_SHAPES: dict[str, Shape] = {"inception_v3": (1, 3, 299, 299)}
 # Construction options so that models build without downloading anything.
-_BUILD_KWARGS: dict[str, dict] = {"googlenet": {"aux_logits": False, "init_weights": True},
+BUILD_KWARGS: dict[str, dict] = {"googlenet": {"aux_logits": False, "init_weights": True},
                                   "inception_v3": {"aux_logits": False, "init_weights": True}}
 
 
@@ -201,7 +201,7 @@ def _build(spec: str | nn.Module) -> tuple[nn.Module, Shape, str]:
         return factory(), shape, spec
     if spec in known_models():
         builder = torchvision.models.get_model_builder(spec)
-        module = builder(weights=None, **_BUILD_KWARGS.get(spec, {}))
+        module = builder(weights=None, **BUILD_KWARGS.get(spec, {}))
         return module, _INPUT_SHAPES.get(spec, IMAGENET_SHAPE), spec
     raise HalocutError(f"unknown model '{spec}'; known models: {', '.join(known_models())}")
 

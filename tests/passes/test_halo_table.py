@@ -53,3 +53,15 @@ def test_a_model_with_a_layer_that_cannot_split_is_planned_with_it_unsplit():
         stage = next(s for s in plan.stages if bilinear.name in s.nodes)
         assert stage.kind == "single", (name, stage)
         verify_plan(prepared.graph, plan, original=prepared.module)
+
+
+def test_inspect_marks_what_splits_and_names_the_rule_that_stops_the_rest():
+    from halocut.compiler.inspection import inspect_model
+
+    report = inspect_model(BilinearHead().eval(), (1, 3, 32, 32)).to_json()
+    marks = {layer["kind"] + ("-" + layer["attrs"].get("mode", "") if layer["kind"] == "upsample" else ""):
+             (layer["splittable"], layer["why_not"]) for layer in report["layers"]}
+    assert marks["conv2d"] == (True, None) and marks["upsample-nearest"] == (True, None)
+    assert marks["upsample-bilinear"][0] is False and "no halo rule for mode 'bilinear'" in marks["upsample-bilinear"][1]
+    inception = inspect_model("inception_v3", (1, 3, 299, 299)).to_json()
+    assert any("AuxLogits" in note for note in inception["notes"])
