@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 from halocut.ir.errors import EXIT_USER_ERROR, HalocutError
@@ -19,6 +20,31 @@ from halocut.ir.errors import EXIT_USER_ERROR, HalocutError
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         raise HalocutError(f"{self.prog}: {message}")
+
+
+def _count(minimum: int, maximum: int | None = None):
+    """An argparse type: a whole number in [minimum, maximum]; anything else is argparse's one-line error."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"from {minimum} to {maximum}" if maximum is not None else f"at least {minimum}"
+            raise argparse.ArgumentTypeError(f"{value}: must be {bound}")
+        return value
+    return parse
+
+
+def _positive(text: str) -> float:
+    """An argparse type: a finite number above zero (NaN and infinity refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be a finite number above 0")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--topology", required=True, help="topology YAML file")
     simulate.add_argument("--plan", help="plan JSON (default: the whole model on the requester)")
     simulate.add_argument("--input-shape", help="input shape (default: the plan's)")
-    simulate.add_argument("--requests", type=int, default=8, help="requests in the throughput stream (default 8)")
+    simulate.add_argument("--requests", type=_count(1), default=8, help="requests in the throughput stream (default 8)")
     simulate.add_argument("--gantt", help="Gantt chart PNG path (default: <model>-<topology>.png)")
     simulate.add_argument("--json", action="store_true", help="print one JSON object")
     simulate.set_defaults(drive=drive_simulate)
@@ -69,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("-o", "--output", default="build", help="build directory (default: build)")
     build.add_argument("--force", action="store_true", help="replace a non-empty build directory")
     build.add_argument("--stop-after", help="stop after this pipeline step")
-    build.add_argument("--tune", type=int, default=0, metavar="TRIALS",
+    build.add_argument("--tune", type=_count(0), default=0, metavar="TRIALS",
                        help="tune this machine's TVM parts with MetaSchedule (database saved beside them)")
     build.add_argument("--list-steps", action="store_true", help="list the pipeline's steps and exit")
     build.set_defaults(drive=drive_compile)
@@ -79,11 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--device", default="local", choices=["local"], help="where to measure (this machine)")
     profile.add_argument("--runtime", default="torch", choices=["torch", "onnxruntime"])
     profile.add_argument("--input-shape", help="input shape (default: the model's own)")
-    profile.add_argument("--repeats", type=int, default=5)
+    profile.add_argument("--repeats", type=_count(1), default=5)
     profile.add_argument("-o", "--output", required=True, help="profile JSON to write")
     profile.add_argument("--training", action="store_true",
                          help="forward, backward and update seconds per layer group (HierTrain's profile)")
-    profile.add_argument("--batch", type=int, default=32, help="samples per training batch (--training; default 32)")
+    profile.add_argument("--batch", type=_count(1), default=32, help="samples per training batch (--training; default 32)")
     profile.set_defaults(drive=drive_profile)
 
     bench = commands.add_parser("bench", help="time a build's artifacts on this machine, against their stages unsplit")
@@ -93,9 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--profile-runtime", help="runtime whose timings fill the profile's layers "
                                                  "(default: the one that timed the most parts)")
     bench.add_argument("--model", help="model to prepare the stages from (default: the manifest's model name)")
-    bench.add_argument("--repeats", type=int, default=20, help="timed runs per measurement (default 20)")
-    bench.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
-    bench.add_argument("--threads", type=int, help="torch's and TVM's threads while timing (default: theirs)")
+    bench.add_argument("--repeats", type=_count(1), default=20, help="timed runs per measurement (default 20)")
+    bench.add_argument("--warmup", type=_count(0), default=3, help="untimed runs first (default 3)")
+    bench.add_argument("--threads", type=_count(1), help="torch's and TVM's threads while timing (default: theirs)")
     bench.add_argument("-o", "--output", help="bench JSON to write (default: BUILD/bench.json)")
     bench.add_argument("--json", action="store_true", help="print the bench JSON instead of tables")
     bench.set_defaults(drive=drive_bench)
@@ -105,10 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     source = run.add_mutually_exclusive_group()
     source.add_argument("--input", help="an image (resized to the model's input)")
     source.add_argument("--random", action="store_true", help="seeded random inputs (the default)")
-    run.add_argument("--requests", type=int, default=20, help="requests per phase (default 20)")
+    run.add_argument("--requests", type=_count(1), default=20, help="requests per phase (default 20)")
     run.add_argument("--address", help="Ray cluster to join (default: an embedded cluster on this machine)")
-    run.add_argument("--threads", type=int, help="threads per actor (default: cores / actors embedded, all on a cluster)")
-    run.add_argument("--window", type=int, help="requests in flight in the throughput phase (default: actors + 1)")
+    run.add_argument("--threads", type=_count(1), help="threads per actor (default: cores / actors embedded, all on a cluster)")
+    run.add_argument("--window", type=_count(1), help="requests in flight in the throughput phase (default: actors + 1)")
     run.add_argument("--plain-api", action="store_true", help="run on the plain Ray DAG API, not a compiled graph")
     run.add_argument("--model", help="the original model, when the build's model name does not load it")
     run.add_argument("--weights", help="the state_dict the build was compiled with")
@@ -125,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                                 "constraints (8)-(19) at every event instant")
     schedule.add_argument("--run", action="store_true", help="execute the schedule on Ray, verify every output")
     schedule.add_argument("--address", help="Ray cluster to join for --run (default: an embedded cluster)")
-    schedule.add_argument("--time-scale", type=float, help="wall seconds per scheduled second for --run (default: "
+    schedule.add_argument("--time-scale", type=_positive, help="wall seconds per scheduled second for --run (default: "
                                                             "the schedule's last end lasts 20 s)")
     schedule.set_defaults(drive=drive_schedule)
 
@@ -142,10 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     train_plan = commands.add_parser("train-plan", help="plan training across device, edge and cloud (HierTrain)")
     train_plan.add_argument("model", help="model name or path/to/file.py:factory")
     train_plan.add_argument("--topology", required=True, help="topology YAML with a requester, an edge and a cloud")
-    train_plan.add_argument("--batch", type=int, required=True, help="samples per iteration, B")
+    train_plan.add_argument("--batch", type=_count(1), required=True, help="samples per iteration, B")
     train_plan.add_argument("--policy", default="hiertrain", help="hiertrain (default), hiertrain-exact, all-edge, "
                                                                   "all-cloud, jointdnn, jointdnn+ or jalad")
-    train_plan.add_argument("--compress-bits", type=int, help="bits of what is sent forward over the edge-cloud "
+    train_plan.add_argument("--compress-bits", type=_count(1, 32), help="bits of what is sent forward over the edge-cloud "
                                                               "link (JALAD's compression; jalad: 8, others: 32)")
     train_plan.add_argument("--input-shape", help="input shape (default: the model's own)")
     train_plan.add_argument("-o", "--output", help="train plan JSON to write")
@@ -156,11 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("model", help="model name or path/to/file.py:factory (the plan's)")
     train.add_argument("--topology", required=True, help="topology YAML the plan was made for")
     train.add_argument("--plan", required=True, help="train plan JSON (halocut train-plan -o)")
-    train.add_argument("--steps", type=int, default=3, help="iterations (default 3)")
-    train.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (default 0.01)")
-    train.add_argument("--seed", type=int, default=0, help="seed of the synthetic batches (default 0)")
+    train.add_argument("--steps", type=_count(1), default=3, help="iterations (default 3)")
+    train.add_argument("--lr", type=_positive, default=0.01, help="SGD learning rate (default 0.01)")
+    train.add_argument("--seed", type=_count(0), default=0, help="seed of the synthetic batches (default 0)")
     train.add_argument("--address", help="Ray cluster to join (default: an embedded cluster on this machine)")
-    train.add_argument("--threads", type=int, help="torch threads per worker (default: cores / 3 embedded)")
+    train.add_argument("--threads", type=_count(1), help="torch threads per worker (default: cores / 3 embedded)")
     train.add_argument("--kill", metavar="MACHINE@ITERATION",
                        help="kill that machine's worker once in that iteration (recovery test)")
     train.add_argument("--json", action="store_true", help="print one JSON object")
