@@ -62,8 +62,7 @@ class Target:
     def describe(self) -> str:
         """Short and readable: ``onnx``, ``tvm x86``, ``tvm aarch64``, ``tvm cuda sm_87 (host aarch64)``."""
         if self.tvm_target is None:
-            return (self.backend + (f" (TensorRT {self.tensorrt})" if self.tensorrt else "")
-                    + (" (+fp16)" if self.fp16 else ""))
+            return self.backend + (" (+fp16)" if self.fp16 else "")  # the runtime's backend label: no version
         return "tvm " + _describe_tvm(self.tvm_target)
 
 

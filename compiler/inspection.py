@@ -4,7 +4,7 @@
 >>> report.summary.total_params
 62006
 >>> sorted(report.to_json())[:4]
-['input_shape', 'layers', 'model', 'total_flops']
+['input_shape', 'layers', 'model', 'notes']
 """
 
 from __future__ import annotations

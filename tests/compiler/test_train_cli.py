@@ -68,7 +68,7 @@ def test_train_plan_errors(capsys, tmp_path):
                    "HierTrain needs exactly one cloud machine")
     one_line_error(capsys, ["train-plan", "lenet5", "--topology", TOPOLOGY, "--batch", "8", "--policy", "fedavg"],
                    "unknown training policy 'fedavg'; policies: all-cloud")
-    one_line_error(capsys, ["train-plan", "lenet5", "--topology", TOPOLOGY, "--batch", "0"], "batch 0")
+    one_line_error(capsys, ["train-plan", "lenet5", "--topology", TOPOLOGY, "--batch", "0"], "--batch: 0: must be at least 1")
     one_line_error(capsys, ["train-plan", "lenet5", "--topology", TOPOLOGY, "--batch", "700", "--policy",
                             "hiertrain-exact"], "batch 700: the exact search evaluates")
 

@@ -163,8 +163,8 @@ def test_cli_writes_the_json_and_bad_input_is_one_line(ort_build, capsys, tmp_pa
                                              "s0_t2_h0, s1, s2_c0, s2_c1, s2_merge"),
              ([str(tmp_path)], f"{tmp_path}: no manifest.json (not a halocut build)"),
              ([str(build), "--runtimes", "tensorrt"], "unknown runtime 'tensorrt'; runtimes: onnxruntime, tvm, torch"),
-             ([str(build), "--repeats", "0"], "bench: repeats must be >= 1 and warmup >= 0, got 0 and 3"),
-             ([str(build), "--threads", "0"], "bench: threads must be >= 1, got 0")]
+             ([str(build), "--repeats", "0"], "halocut bench: argument --repeats: 0: must be at least 1"),
+             ([str(build), "--threads", "0"], "halocut bench: argument --threads: 0: must be at least 1")]
     for args, message in cases:
         assert main(["bench", *args]) == 2
         assert capsys.readouterr().err == f"halocut: error: {message}\n"
