@@ -42,11 +42,7 @@ def plot_timeline(intervals, path: str | Path, title: str, devices: list[str] | 
     legend.append(Patch(facecolor="white", edgecolor="black", hatch="//", label="transfer"))
     axes.legend(handles=legend, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=min(len(legend), 6),
                 fontsize="small", frameon=False)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return _save(figure, path)
 
 
 SCHEDULE_COLOURS = {"device": "tab:blue", "edge": "tab:orange", "cloud": "tab:green", "edge-cloud": "tab:purple"}
@@ -80,6 +76,11 @@ def plot_schedule(schedule, path: str | Path, title: str | None = None, measured
     below = 0.1 + 0.18 / figure.get_size_inches()[1]  # under the axis label, whatever the figure's height
     axes.legend(handles=legend, loc="upper center", bbox_to_anchor=(0.5, -below), ncol=len(legend),
                 fontsize="small", frameon=False)
+    return _save(figure, path)
+
+
+def _save(figure, path: Path) -> Path:
+    """Lay the figure out, write it as a PNG (its folder made) and free it."""
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)

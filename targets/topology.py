@@ -137,12 +137,12 @@ def parse_topology(data: object, source: str = "topology", base: Path = Path("."
     check(shipped_validator(__package__, "topology.schema.json"), data, source)
     catalog = load_catalog()
     devices = tuple(_device(entry, f"{source}: devices[{i}]", catalog, base) for i, entry in enumerate(data["devices"]))
-    _unique([d.name for d in devices], f"{source}: devices", "device")
+    unique_names([d.name for d in devices], f"{source}: devices", "device")
     media = tuple(_medium(entry, f"{source}: media[{i}]") for i, entry in enumerate(data.get("media", [])))
-    _unique([m.name for m in media], f"{source}: media", "medium")
+    unique_names([m.name for m in media], f"{source}: media", "medium")
     names, medium_rates = {d.name for d in devices}, {m.name: m.bandwidth_bps for m in media}
     links = tuple(_link(entry, f"{source}: links[{i}]", names, medium_rates) for i, entry in enumerate(data["links"]))
-    _unique([tuple(sorted((link.a, link.b))) for link in links], f"{source}: links", "link")
+    unique_names([tuple(sorted((link.a, link.b))) for link in links], f"{source}: links", "link")
     requesters = [d.name for d in devices if d.role == "requester"]
     if len(requesters) != 1:
         raise HalocutError(f"{source}: devices: expected exactly one requester, found {len(requesters)}"
@@ -200,7 +200,7 @@ def _from_profile(name: str, role: str, path: Path, where: str) -> Device:
 
 
 def _medium(entry: dict, where: str) -> Medium:
-    return Medium(entry["name"], _rate(entry["bandwidth"], f"{where}.bandwidth"))
+    return Medium(entry["name"], positive_rate(entry["bandwidth"], f"{where}.bandwidth"))
 
 
 def _link(entry: dict, where: str, names: set[str], medium_rates: dict[str, float]) -> Link:
@@ -219,7 +219,7 @@ def _link(entry: dict, where: str, names: set[str], medium_rates: dict[str, floa
             raise HalocutError(f"{where}.shannon: bandwidth_hz, power_w, gain and noise_w must be positive")
         bandwidth = s["bandwidth_hz"] * math.log2(1 + s["power_w"] * s["gain"] / s["noise_w"])
     elif "bandwidth" in entry:
-        bandwidth = _rate(entry["bandwidth"], f"{where}.bandwidth")
+        bandwidth = positive_rate(entry["bandwidth"], f"{where}.bandwidth")
     elif medium is not None:
         bandwidth = medium_rates[medium]
     else:
@@ -236,10 +236,11 @@ def _trace_point(entry: dict, where: str, links: tuple[Link, ...], media: tuple[
     target = entry["target"]
     link = next((link for link in links if f"{link.b}--{link.a}" == target), None)
     return TracePoint(link.key if link else target, _duration(entry["at"], f"{where}.at"),
-                      _rate(entry["bandwidth"], f"{where}.bandwidth"))
+                      positive_rate(entry["bandwidth"], f"{where}.bandwidth"))
 
 
-def _rate(value, where: str) -> float:
+def positive_rate(value, where: str) -> float:
+    """A data rate in bits per second, positive and finite; errors name ``where`` in one line."""
     try:
         rate = bits_per_second(value)
     except ValueError as error:
@@ -259,7 +260,8 @@ def _duration(value, where: str) -> float:
     return duration
 
 
-def _unique(names: list, where: str, what: str) -> None:
+def unique_names(names: list, where: str, what: str) -> None:
+    """Refuse the first name that repeats (a tuple shows as ``a -- b``), naming ``where``."""
     seen = set()
     for name in names:
         if name in seen:

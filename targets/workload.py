@@ -28,8 +28,8 @@ import numpy as np
 from halocut.ir.errors import HalocutError
 from halocut.ir.files import read_yaml
 from halocut.ir.schema import check, shipped_validator
-from halocut.targets.topology import load_catalog
-from halocut.targets.units import bits_per_second, quantity, seconds
+from halocut.targets.topology import load_catalog, positive_rate, unique_names
+from halocut.targets.units import quantity, seconds
 
 # The paper's prototype (Sec. V-A): a Pixel XL phone, a GTX 1080 Ti edge server, a K80 cloud instance.
 DEVICE_KIND, EDGE_KIND, CLOUD_KIND = "pixel-xl", "gtx-1080ti", "tesla-k80"
@@ -111,10 +111,10 @@ def parse_workload(data: object, source: str = "workload") -> Workload:
     edges = tuple(_edge(entry, f"{source}: edges[{i}]", catalog) for i, entry in enumerate(data["edges"]))
     devices = tuple(_device(entry, f"{source}: devices[{i}]", catalog, {e.name for e in edges})
                     for i, entry in enumerate(data["devices"]))
-    _unique([data["cloud"]["name"], *(e.name for e in edges), *(d.name for d in devices)], f"{source}: names", "machine")
+    unique_names([data["cloud"]["name"], *(e.name for e in edges), *(d.name for d in devices)], f"{source}: names", "machine")
     tasks = tuple(_task(entry, f"{source}: tasks[{i}]", {d.name for d in devices})
                   for i, entry in enumerate(data["tasks"]))
-    _unique([t.name for t in tasks], f"{source}: tasks", "task")
+    unique_names([t.name for t in tasks], f"{source}: tasks", "task")
     return Workload(data["name"], data["cloud"]["name"], data["cloud"]["kind"], edges, devices, tasks, source)
 
 
@@ -126,14 +126,15 @@ def _kind(kind: str, where: str, catalog: dict) -> str:
 
 def _edge(entry: dict, where: str, catalog: dict) -> Edge:
     return Edge(entry["name"], _kind(entry["kind"], f"{where}.kind", catalog), entry["capacity"],
-                _rate(entry["downlink"], f"{where}.downlink"), _rate(entry["uplink"], f"{where}.uplink"))
+                positive_rate(entry["downlink"], f"{where}.downlink"),
+                positive_rate(entry["uplink"], f"{where}.uplink"))
 
 
 def _device(entry: dict, where: str, catalog: dict, edges: set[str]) -> MobileDevice:
     for i, edge in enumerate(entry["edges"]):
         if edge not in edges:
             raise HalocutError(f"{where}.edges[{i}]: unknown edge server '{edge}'; edges: {', '.join(sorted(edges))}")
-    _unique(entry["edges"], f"{where}.edges", "edge server")
+    unique_names(entry["edges"], f"{where}.edges", "edge server")
     return MobileDevice(entry["name"], _kind(entry["kind"], f"{where}.kind", catalog), tuple(entry["edges"]))
 
 
@@ -156,25 +157,8 @@ def _task(entry: dict, where: str, devices: set[str]) -> Task:
             raise HalocutError(f"{where}.input_size: must be positive, got {entry['input_size']}")
     shape = tuple(entry["input_shape"]) if "input_shape" in entry else None
     return Task(entry["name"], entry["device"], entry["model"], shape, entry["samples"], arrival,
-                _rate(entry["downlink"], f"{where}.downlink"), _rate(entry["uplink"], f"{where}.uplink"), size)
-
-
-def _rate(value, where: str) -> float:
-    try:
-        rate = bits_per_second(value)
-    except ValueError as error:
-        raise HalocutError(f"{where}: {error}") from None
-    if not rate > 0:
-        raise HalocutError(f"{where}: bandwidth must be positive, got {value}")
-    return rate
-
-
-def _unique(names: list, where: str, what: str) -> None:
-    seen = set()
-    for name in names:
-        if name in seen:
-            raise HalocutError(f"{where}: duplicate {what} '{name}'")
-        seen.add(name)
+                positive_rate(entry["downlink"], f"{where}.downlink"),
+                positive_rate(entry["uplink"], f"{where}.uplink"), size)
 
 
 def generate_workload(seed: int, devices: int, edges: int, window_s: float, reach: tuple[int, int] = (1, 3),
