@@ -52,8 +52,29 @@ class LoadedModel:
 
 
 def known_models() -> list[str]:
-    """Names :func:`load_model` accepts: torchvision classifiers and halocut's zoo."""
-    return sorted(set(torchvision.models.list_models(module=torchvision.models)) | set(ZOO))
+    """Names :func:`load_model` accepts: torchvision classifiers, its segmentation models and halocut's zoo."""
+    return sorted(set(torchvision.models.list_models(module=torchvision.models)) | set(segmentation_models())
+                  | set(ZOO))
+
+
+def segmentation_models() -> list[str]:
+    """torchvision's segmentation models: built without their auxiliary head, their output is ``out``."""
+    return torchvision.models.list_models(module=torchvision.models.segmentation)
+
+
+class SegmentationOutput(nn.Module):
+    """A torchvision segmentation model whose ``{"out": tensor}`` result is returned as the tensor itself.
+
+    Built with ``aux_loss=False`` the dict holds nothing else, so nothing is dropped; the graph then ends in
+    one tensor like every other model halocut splits.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)["out"]
 
 
 def parse_shape(text: str) -> Shape:
@@ -201,6 +222,9 @@ def _build(spec: str | nn.Module) -> tuple[nn.Module, Shape, str]:
         return factory(), shape, spec
     if spec in known_models():
         builder = torchvision.models.get_model_builder(spec)
+        if spec in segmentation_models():  # no pretrained backbone download, no auxiliary classifier
+            return SegmentationOutput(builder(weights=None, weights_backbone=None, aux_loss=False)), \
+                _INPUT_SHAPES.get(spec, IMAGENET_SHAPE), spec
         module = builder(weights=None, **BUILD_KWARGS.get(spec, {}))
         return module, _INPUT_SHAPES.get(spec, IMAGENET_SHAPE), spec
     raise HalocutError(f"unknown model '{spec}'; known models: {', '.join(known_models())}")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from halocut.compiler.prepare import prepare_model
+from halocut.compiler.prepare import PreparedModel, prepare_model
 from halocut.ir.errors import HalocutError
 from halocut.ir.graph import compute_nodes
 from halocut.ir.layers import LayerProp
@@ -62,8 +62,14 @@ def verify_model(model: str, plan_path: str | Path | None = None, tiles: tuple[i
             raise HalocutError(f"{plan_path}: plan is for input shape {tuple(plan.input_shape)}, the model is "
                                f"verified at {tuple(prepared.input_shape)} (--input-shape)")
     else:
-        plan, source = _fused_tiles(graph, prepared.name, prepared.input_shape, tiles, fuse_until), \
+        plan, source = fused_tiles(graph, prepared.name, prepared.input_shape, tiles, fuse_until), \
             f"{tiles[0]}x{tiles[1]} tiles until {fuse_until}"
+    return verify_plan(prepared, plan, source, seed)
+
+
+def verify_plan(prepared: PreparedModel, plan: Plan, source: str = "plan", seed: int = 0) -> VerifyReport:
+    """Run ``plan`` with the reference executor beside the prepared model on a seeded random input."""
+    graph = prepared.graph
     plan.validate(graph)
     x = torch.randn(prepared.input_shape, generator=torch.Generator().manual_seed(seed))
     recorded: list[tuple[torch.nn.Module, list]] = []
@@ -84,7 +90,9 @@ def verify_model(model: str, plan_path: str | Path | None = None, tiles: tuple[i
                         int(parts_flops), moved, len(recorded), len(plan.stages))
 
 
-def _fused_tiles(graph, model: str, shape, tiles: tuple[int, int], until: str) -> Plan:
+def fused_tiles(graph, model: str, shape, tiles: tuple[int, int], until: str,
+                devices: tuple[str, ...] | None = None) -> Plan:
+    """DeepThings' FTP: an equal grid over ``until``'s output, the volume up to it tiled, the rest one stage."""
     order = names(graph)
     if until not in order:
         raise HalocutError(f"--fuse-until: no layer named '{until}' (halocut inspect lists them)")
@@ -97,7 +105,7 @@ def _fused_tiles(graph, model: str, shape, tiles: tuple[int, int], until: str) -
         raise HalocutError(f"--tiles {rows}x{cols}: layer '{until}' is only {height}x{width}")
     grid = grid_tiles(height, width, [height * i // rows for i in range(1, rows)],
                       [width * j // cols for j in range(1, cols)])
-    devices = tuple(f"d{i}" for i in range(rows * cols))
+    devices = devices or tuple(f"d{i}" for i in range(rows * cols))
     segments = [("spatial", until, grid)] + ([("single", None, 0)] if order[-1] != until else [])
     return segments_plan(graph, model, shape, segments, devices=devices)
 

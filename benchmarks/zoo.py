@@ -1,0 +1,91 @@
+"""The zoo: every torchvision classifier and segmentation model, and halocut's own U-Net and detector neck,
+taken through every step a user takes (``halocut.compiler.trials``): inspect, plan with halocut and offload
+on two example topologies (every plan run beside the model), a forced tiled plan on the first splittable
+volume, both compiled with ``--backends onnx,torch`` and every artifact verified.
+
+    .venv/bin/python benchmarks/zoo.py [--models resnet18,unet] [--timeout 900] [--json results.json]
+
+Each model runs in its own process (a crash or a hang is that model's failure, ended after --timeout).
+Input 1x3x96x96, except the models whose input size is fixed (ViT, MaxViT: 224) and halocut's own (64).
+Prints a table (model, layers, tiled?, plan s, compile s, max error, result) and the count that pass.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torchvision
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parent.parent
+TOPOLOGIES = ["examples/topologies/default.yaml", "examples/topologies/distredge-da.yaml"]
+OWN = ["unet", "fpn_detector"]
+
+
+def shape_for(model: str):
+    if model in OWN:
+        return None
+    if model.startswith("vit_") or model == "maxvit_t":
+        return (1, 3, 224, 224)
+    return (1, 3, 96, 96)
+
+
+def all_models() -> list[str]:
+    return [*torchvision.models.list_models(module=torchvision.models),
+            *torchvision.models.list_models(module=torchvision.models.segmentation), *OWN]
+
+
+def one(model: str) -> None:
+    from halocut.compiler.trials import run_trial
+    print(json.dumps(run_trial(model, [ROOT / t for t in TOPOLOGIES], shape_for(model)).to_json(), default=str))
+
+
+def trial(model: str, timeout: float) -> dict:
+    start = time.perf_counter()
+    try:
+        done = subprocess.run([sys.executable, __file__, "--one", model], capture_output=True, text=True,
+                              timeout=timeout, cwd=ROOT)
+    except subprocess.TimeoutExpired:  # subprocess.run ends its own child
+        return {"model": model, "ok": False, "failure": f"timed out after {timeout:.0f} s", "wall_s": timeout}
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode or not lines:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"model": model, "ok": False, "failure": f"process exit {done.returncode}: {tail[:160]}",
+                "wall_s": time.perf_counter() - start}
+    return {**json.loads(lines[-1]), "wall_s": time.perf_counter() - start}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", help="comma-separated names (default: the whole zoo)")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per model")
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        return one(args.one)
+    models = args.models.split(",") if args.models else all_models()
+    results = []
+    for model in track(models, description="zoo"):
+        results.append(trial(model, args.timeout))
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=1))
+    table = Table(title=f"halocut zoo: {', '.join(Path(t).stem for t in TOPOLOGIES)}, backends onnx,torch")
+    for column in ("model", "layers", "tiled?", "plan s", "compile s", "max error", "result"):
+        table.add_column(column, justify="right" if column.endswith(("s", "error", "layers")) else "left")
+    for r in results:
+        table.add_row(r["model"], str(r.get("layers", "")), r.get("tiled", ""), f"{r.get('plan_s', 0):.1f}",
+                      f"{r.get('compile_s', 0):.1f}", f"{r.get('max_error', 0):.2g}",
+                      "pass" if r["ok"] else f"FAIL {r['failure']}")
+    console = Console(width=200)
+    console.print(table)
+    console.print(f"{sum(r['ok'] for r in results)} of {len(results)} models pass")
+
+
+if __name__ == "__main__":
+    main()
