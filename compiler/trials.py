@@ -127,8 +127,7 @@ def first_volume(graph: fx.GraphModule) -> tuple[str | None, str] | str:
         if segment.splittable:
             for end in reversed(boundaries(graph, segment)[1:]):
                 nodes = segment.nodes(0, end)
-                if is_closed(nodes) and min(shape_of(graph, nodes[-1].name)[-2:]) >= 1 \
-                        and max(shape_of(graph, nodes[-1].name)[-2:]) >= 2:
+                if is_closed(nodes) and max(shape_of(graph, nodes[-1].name)[-2:]) >= 2:
                     return previous, nodes[-1].name
         previous = segment.nodes()[-1].name
     return "no layer run that tiles ends in a single feature map of two pixels or more"
