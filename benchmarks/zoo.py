@@ -22,6 +22,8 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
+from halocut.ir.files import write_bytes
+
 ROOT = Path(__file__).resolve().parent.parent
 TOPOLOGIES = ["examples/topologies/default.yaml", "examples/topologies/distredge-da.yaml"]
 OWN = ["unet", "fpn_detector"]
@@ -74,7 +76,7 @@ def main() -> None:
     for model in track(models, description="zoo"):
         results.append(trial(model, args.timeout))
         if args.json:
-            Path(args.json).write_text(json.dumps(results, indent=1))
+            write_bytes(args.json, json.dumps(results, indent=1).encode(), force=True)  # whole or not at all
     table = Table(title=f"halocut zoo: {', '.join(Path(t).stem for t in TOPOLOGIES)}, backends onnx,torch")
     for column in ("model", "layers", "tiled?", "plan s", "compile s", "max error", "result"):
         table.add_column(column, justify="right" if column.endswith(("s", "error", "layers")) else "left")
