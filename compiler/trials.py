@@ -29,8 +29,8 @@ from halocut.compiler.prepare import PreparedModel, prepare_model
 from halocut.compiler.verification import verify_plan
 from halocut.ir.errors import HalocutError, one_line
 from halocut.ir.plan import Plan
-from halocut.ir.segments import grid_tiles, plan as segments_plan, shape_of
-from halocut.planning.search.volumes import boundaries, is_closed, providers, segments
+from halocut.ir.segments import names, plan as segments_plan, shape_of
+from halocut.planning.search.volumes import boundaries, equal_grid, is_closed, providers, segments
 from halocut.targets.topology import load_topology
 
 Shape = tuple[int, ...]
@@ -109,12 +109,11 @@ def forced_tiled_plan(prepared: PreparedModel, topology) -> tuple[Plan | None, s
     if isinstance(found, str):
         return None, f"no: {found}"
     before, until = found
-    height, width = shape_of(graph, until)[-2:]
-    rows, cols = min(2, height), min(2, width)
-    grid = grid_tiles(height, width, [height * i // rows for i in range(1, rows)],
-                      [width * j // cols for j in range(1, cols)])
+    tiling = equal_grid(*shape_of(graph, until)[-2:], list(devices[:4]))
+    grid = [region for region, _ in tiling]
+    rows, cols = len({r.rows for r in grid}), len({r.cols for r in grid})
     layout = ([("single", before, 0)] if before else []) + [("spatial", until, grid)]
-    if until != [n.name for n in graph.graph.nodes if "layer" in n.meta][-1]:
+    if until != names(graph)[-1]:
         layout.append(("single", None, 0))
     return segments_plan(graph, prepared.name, prepared.input_shape, layout, devices=devices), \
         f"{rows}x{cols} until {until}"

@@ -62,7 +62,7 @@ def verify_model(model: str, plan_path: str | Path | None = None, tiles: tuple[i
             raise HalocutError(f"{plan_path}: plan is for input shape {tuple(plan.input_shape)}, the model is "
                                f"verified at {tuple(prepared.input_shape)} (--input-shape)")
     else:
-        plan, source = fused_tiles(graph, prepared.name, prepared.input_shape, tiles, fuse_until), \
+        plan, source = _fused_tiles(graph, prepared.name, prepared.input_shape, tiles, fuse_until), \
             f"{tiles[0]}x{tiles[1]} tiles until {fuse_until}"
     return verify_plan(prepared, plan, source, seed)
 
@@ -90,9 +90,7 @@ def verify_plan(prepared: PreparedModel, plan: Plan, source: str = "plan", seed:
                         int(parts_flops), moved, len(recorded), len(plan.stages))
 
 
-def fused_tiles(graph, model: str, shape, tiles: tuple[int, int], until: str,
-                devices: tuple[str, ...] | None = None) -> Plan:
-    """DeepThings' FTP: an equal grid over ``until``'s output, the volume up to it tiled, the rest one stage."""
+def _fused_tiles(graph, model: str, shape, tiles: tuple[int, int], until: str) -> Plan:
     order = names(graph)
     if until not in order:
         raise HalocutError(f"--fuse-until: no layer named '{until}' (halocut inspect lists them)")
@@ -105,7 +103,7 @@ def fused_tiles(graph, model: str, shape, tiles: tuple[int, int], until: str,
         raise HalocutError(f"--tiles {rows}x{cols}: layer '{until}' is only {height}x{width}")
     grid = grid_tiles(height, width, [height * i // rows for i in range(1, rows)],
                       [width * j // cols for j in range(1, cols)])
-    devices = devices or tuple(f"d{i}" for i in range(rows * cols))
+    devices = tuple(f"d{i}" for i in range(rows * cols))
     segments = [("spatial", until, grid)] + ([("single", None, 0)] if order[-1] != until else [])
     return segments_plan(graph, model, shape, segments, devices=devices)
 
