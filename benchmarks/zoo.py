@@ -1,7 +1,7 @@
-"""The zoo: every torchvision classifier and segmentation model, and halocut's own U-Net and detector neck,
-taken through every step a user takes (``halocut.compiler.trials``): inspect, plan with halocut and offload
-on two example topologies (every plan run beside the model), a forced tiled plan on the first splittable
-volume, both compiled with ``--backends onnx,torch`` and every artifact verified.
+"""The zoo: every torchvision classifier and segmentation model, and halocut's own U-Net, detector neck and
+super-resolution net, taken through every step a user takes (``halocut.compiler.trials``): inspect, plan with
+halocut and offload on two example topologies (every plan run beside the model), a forced tiled plan on the
+first splittable volume, both compiled with ``--backends onnx,torch`` and every artifact verified.
 
     .venv/bin/python benchmarks/zoo.py [--models resnet18,unet] [--timeout 900] [--json results.json]
 
@@ -26,7 +26,7 @@ from halocut.ir.files import write_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPOLOGIES = ["examples/topologies/default.yaml", "examples/topologies/distredge-da.yaml"]
-OWN = ["unet", "fpn_detector"]
+OWN = ["unet", "fpn_detector", "srnet"]
 
 
 def shape_for(model: str):

@@ -258,10 +258,29 @@ def _adaptive_attrs(module, arguments, inputs, outputs) -> dict:
 
 
 def _spatial_scale_attrs(module, arguments, inputs, outputs) -> dict:
+    """Mode, align_corners and, per axis, the ratio PyTorch maps output to input coordinates with.
+
+    ``F.interpolate`` uses ``1 / scale_factor`` when a scale is given (and not
+    recomputed), ``in / out`` when a size is; ``align_corners=True`` uses
+    ``(in - 1) / (out - 1)`` for the linear modes whatever was given.
+    """
+    source = vars(module) if module is not None else arguments
     (h_in, w_in), (h_out, w_out) = inputs[0].shape[-2:], outputs[0].shape[-2:]
-    mode = getattr(module, "mode", None) or arguments.get("mode") or "nearest"
-    by_size = (getattr(module, "size", None) if module is not None else arguments.get("size")) is not None
-    return {"scale": (h_out / h_in, w_out / w_in), "mode": mode, "by_size": by_size}
+    mode = source.get("mode") or "nearest"
+    size = source.get("size", source.get("output_size"))
+    scale = source.get("scale_factor", source.get("scale_factors"))
+    align_corners = bool(source.get("align_corners")) and mode in ("linear", "bilinear", "bicubic", "trilinear")
+    given = None if size is not None or scale is None or source.get("recompute_scale_factor") else \
+        tuple(float(v) for v in (scale if isinstance(scale, (tuple, list)) else (scale, scale)))
+    ratio = tuple((i - 1) / (o - 1) if o > 1 else 0.0 for i, o in ((h_in, h_out), (w_in, w_out))) if align_corners \
+        else tuple(1.0 / g if given and g > 0 else i / o for g, i, o in
+                   zip(given or (None, None), (h_in, w_in), (h_out, w_out)))
+    return {"scale": (h_out / h_in, w_out / w_in), "mode": mode, "align_corners": align_corners,
+            "ratio": ratio, "by_size": size is not None, "antialias": bool(source.get("antialias"))}
+
+
+def _pixel_shuffle_attrs(module, arguments, inputs, outputs) -> dict:
+    return {"factor": int(module.upscale_factor if module is not None else arguments["upscale_factor"])}
 
 
 def _reorg_attrs(module, arguments, inputs, outputs) -> dict:
@@ -305,7 +324,8 @@ _ATTRS = {
     "conv2d": _conv_attrs, "conv_transpose2d": _conv_attrs, "linear": _linear_attrs,
     "maxpool2d": _pool_attrs, "avgpool2d": functools.partial(_pool_attrs, kind_is_avg=True),
     "adaptive_avgpool2d": _adaptive_attrs, "adaptive_maxpool2d": _adaptive_attrs,
-    "upsample": _spatial_scale_attrs, "reorg": _reorg_attrs, "pad": _pad_attrs,
+    "upsample": _spatial_scale_attrs, "reorg": _reorg_attrs, "pixel_shuffle": _pixel_shuffle_attrs,
+    "pad": _pad_attrs,
     "cat": _dim_attrs("dim", 0), "softmax": _dim_attrs("dim", None), "flatten": _flatten_attrs,
     "batchnorm2d": _batchnorm_attrs, "leaky_relu": _leaky_attrs,
 }

@@ -24,7 +24,7 @@ KINDS = frozenset({
     "relu", "relu6", "leaky_relu", "sigmoid", "tanh", "hardswish", "hardsigmoid", "silu", "gelu",
     "softmax", "maxpool2d", "avgpool2d", "adaptive_avgpool2d", "adaptive_maxpool2d", "lrn",
     "add", "sub", "mul", "div", "cat", "flatten", "reshape", "permute", "transpose",
-    "slice", "getitem", "chunk", "mean", "reorg", "upsample", "pad",
+    "slice", "getitem", "chunk", "mean", "reorg", "pixel_shuffle", "upsample", "pad",
     "dropout", "identity", "size", "unknown",
 })
 
@@ -50,8 +50,9 @@ _MODULE_KINDS: dict[type, str] = {
     nn.MaxPool2d: "maxpool2d", nn.AvgPool2d: "avgpool2d",
     nn.AdaptiveAvgPool2d: "adaptive_avgpool2d", nn.AdaptiveMaxPool2d: "adaptive_maxpool2d",
     nn.LocalResponseNorm: "lrn", nn.Flatten: "flatten", nn.Dropout: "dropout", nn.Dropout2d: "dropout",
-    nn.Identity: "identity", nn.PixelUnshuffle: "reorg", nn.Upsample: "upsample",
-    nn.UpsamplingNearest2d: "upsample", nn.ZeroPad2d: "pad", nn.ConstantPad2d: "pad",
+    nn.Identity: "identity", nn.PixelUnshuffle: "reorg", nn.PixelShuffle: "pixel_shuffle",
+    nn.Upsample: "upsample", nn.UpsamplingNearest2d: "upsample", nn.UpsamplingBilinear2d: "upsample",
+    nn.ZeroPad2d: "pad", nn.ConstantPad2d: "pad",
 }
 
 # Function, method and ATen names (in-place trailing "_" removed) -> kind.
@@ -71,7 +72,8 @@ _NAME_KINDS: dict[str, str] = {
     "permute": "permute", "transpose": "transpose", "contiguous": "identity", "clone": "identity",
     "dropout": "dropout", "feature_dropout": "dropout", "stochastic_depth": "dropout", "alias": "identity",
     "chunk": "chunk", "split": "chunk", "mean": "mean",
-    "pixel_unshuffle": "reorg", "interpolate": "upsample", "upsample_nearest2d": "upsample",
+    "pixel_unshuffle": "reorg", "pixel_shuffle": "pixel_shuffle", "interpolate": "upsample",
+    "upsample_nearest2d": "upsample",
     "pad": "pad", "constant_pad_nd": "pad", "size": "size", "dim": "size",
 }
 
@@ -91,7 +93,8 @@ _SIGNATURES: dict[str, tuple[str, ...]] = {
     "cat": ("tensors", "dim"),
     "flatten": ("input", "start_dim", "end_dim"),
     "reorg": ("input", "downscale_factor"),
-    "upsample": ("input", "size", "scale_factor", "mode"),
+    "pixel_shuffle": ("input", "upscale_factor"),
+    "upsample": ("input", "size", "scale_factor", "mode", "align_corners", "recompute_scale_factor", "antialias"),
     "pad": ("input", "pad", "mode", "value"),
     "chunk": ("input", "chunks", "dim"),
     "mean": ("input", "dim", "keepdim"),

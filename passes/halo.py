@@ -22,10 +22,10 @@ Region(rows=(-1, 5), cols=(-1, 9))
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 from torch import fx
 
 from halocut.ir.errors import HalocutError
@@ -89,25 +89,89 @@ def _reorg(layer: LayerInfo, out: Region, input_shape: tuple[int, ...]) -> Regio
     return Region((out.rows[0] * s, out.rows[1] * s), (out.cols[0] * s, out.cols[1] * s))
 
 
+RESAMPLED = ("nearest", "nearest-exact", "bilinear", "bicubic")
+_CUBIC_A = -0.75  # PyTorch's bicubic convolution constant (Keys' kernel)
+
+
+def resample_taps(layer: LayerInfo, axis: int, out: Interval, in_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Input positions and weights each output position of ``out`` blends along ``axis`` (0 rows, 1 columns).
+
+    PyTorch's CPU kernels in float32 (``UpSample.h``): nearest reads
+    ``floor(dst * ratio)``, nearest-exact ``floor((dst + 0.5) * ratio)``; the
+    linear modes take ``src = ratio * dst`` with ``align_corners`` and
+    ``ratio * (dst + 0.5) - 0.5`` without (clamped at 0 for bilinear), then
+    two taps (bilinear) or four with Keys' cubic weights (bicubic), indices
+    clamped to the border. Upsampling separates by axis, so a tile of any
+    size and place reproduces the unsplit layer.
+    """
+    a = layer.attrs
+    ratio, out_size = np.float32(a["ratio"][axis]), layer.output_shape[-2 + axis]
+    dst = np.arange(*out, dtype=np.float32)
+    if a["mode"] in ("nearest", "nearest-exact"):
+        if out_size == in_size:
+            index = dst.astype(np.int64)
+        elif out_size == 2 * in_size and a["mode"] == "nearest":
+            index = dst.astype(np.int64) >> 1
+        else:
+            index = np.floor((dst + np.float32(0.5 if a["mode"] == "nearest-exact" else 0.0)) * ratio).astype(np.int64)
+        return np.minimum(index, in_size - 1)[:, None], np.ones((len(dst), 1), dtype=np.float32)
+    cubic = a["mode"] == "bicubic"
+    src = ratio * dst if a["align_corners"] else ratio * (dst + np.float32(0.5)) - np.float32(0.5)
+    if not cubic and not a["align_corners"]:
+        src = np.maximum(src, np.float32(0.0))
+    first = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
+    t = np.clip(src - first.astype(np.float32), np.float32(0.0), np.float32(1.0)).astype(np.float32)
+    if not cubic:
+        step = (first < in_size - 1).astype(np.int64)
+        return np.stack([first, first + step], 1), np.stack([np.float32(1.0) - t, t], 1)
+    A = np.float32(_CUBIC_A)
+    near = lambda x: ((A + 2) * x - (A + 3)) * x * x + 1  # noqa: E731  |x| <= 1
+    far = lambda x: ((A * x - 5 * A) * x + 8 * A) * x - 4 * A  # noqa: E731  1 < |x| < 2
+    weights = np.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], 1).astype(np.float32)
+    return np.clip(first[:, None] + np.arange(-1, 3), 0, in_size - 1), weights
+
+
 def _upsample(layer: LayerInfo, out: Region, input_shape: tuple[int, ...]) -> Region:
-    sh, sw = (int(v) for v in layer.attrs["scale"])
-    return Region((out.rows[0] // sh, math.ceil(out.rows[1] / sh)), (out.cols[0] // sw, math.ceil(out.cols[1] / sw)))
+    spans = []
+    for axis, interval in enumerate((out.rows, out.cols)):
+        if interval[0] >= interval[1]:
+            spans.append((0, 0))
+            continue
+        index, _ = resample_taps(layer, axis, interval, input_shape[2 + axis])
+        spans.append((int(index.min()), int(index.max()) + 1))
+    return Region(*spans)
 
 
 def _upsample_refuses(layer: LayerInfo) -> str | None:
-    if layer.attrs.get("by_size"):
-        return "no halo rule for an output size given as 'size'; use scale_factor"
-    scale_h, scale_w = layer.attrs["scale"]
-    if layer.attrs["mode"] != "nearest" or scale_h != int(scale_h) or scale_w != int(scale_w):
-        return (f"no halo rule for mode '{layer.attrs['mode']}' with scale {layer.attrs['scale']}; only nearest "
-                f"with integer scales splits")
+    if layer.attrs["mode"] not in RESAMPLED:
+        return f"no halo rule for mode '{layer.attrs['mode']}'; {', '.join(RESAMPLED)} split"
+    if layer.attrs.get("antialias"):
+        return "no halo rule for antialias=True"
     return None
+
+
+def _transposed(out: Interval, kernel: int, stride: int, dilation: int, pad_before: int) -> Interval:
+    """Input positions that scatter into outputs ``out`` of a transposed conv: ``y = i * S - P + k * D``."""
+    start = -(-(out[0] + pad_before - dilation * (kernel - 1)) // stride)
+    return start, max((out[1] - 1 + pad_before) // stride + 1, start)
+
+
+def _conv_transpose(layer: LayerInfo, out: Region, input_shape: tuple[int, ...]) -> Region:
+    a = layer.attrs
+    top, bottom, left, right = a["padding"]
+    return Region(_transposed(out.rows, a["kernel"][0], a["stride"][0], a["dilation"][0], top),
+                  _transposed(out.cols, a["kernel"][1], a["stride"][1], a["dilation"][1], left))
+
+
+def _pixel_shuffle(layer: LayerInfo, out: Region, input_shape: tuple[int, ...]) -> Region:
+    r = layer.attrs["factor"]
+    return Region((out.rows[0] // r, -(-out.rows[1] // r)), (out.cols[0] // r, -(-out.cols[1] // r)))
 
 
 def _sliding_refuses(layer: LayerInfo) -> str | None:
     if layer.kind == "avgpool2d" and layer.attrs.get("divisor_override"):
         return "no halo rule for divisor_override"
-    if layer.kind == "conv2d" and layer.attrs.get("padding_mode", "zeros") != "zeros":
+    if layer.kind in ("conv2d", "conv_transpose2d") and layer.attrs.get("padding_mode", "zeros") != "zeros":
         return f"no halo rule for padding_mode '{layer.attrs['padding_mode']}'"
     return None
 
@@ -124,6 +188,8 @@ for _kind in sorted(ELEMENTWISE_KINDS):
 HALO_RULES["pad"] = Rule(_explicit_pad, _pad_refuses)
 HALO_RULES["reorg"] = Rule(_reorg)
 HALO_RULES["upsample"] = Rule(_upsample, _upsample_refuses)
+HALO_RULES["conv_transpose2d"] = Rule(_conv_transpose, _sliding_refuses)
+HALO_RULES["pixel_shuffle"] = Rule(_pixel_shuffle)
 
 
 def halo_rule(node: fx.Node) -> Rule:

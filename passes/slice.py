@@ -38,7 +38,7 @@ from halocut.ir.graph import tensor_inputs, volume_nodes
 from halocut.ir.ops import call_arguments
 from halocut.ir.plan import check_fc, check_single_output
 from halocut.ir.regions import EMPTY, Interval, Region
-from halocut.passes.halo import HALO_RULES, compute_halos
+from halocut.passes.halo import HALO_RULES, compute_halos, resample_taps
 
 _SLIDING = {"conv2d", "maxpool2d", "avgpool2d", "pad"}
 
@@ -89,7 +89,7 @@ class _TileBuilder:
             return node
         inner = region.relative_to(held)
         index = (slice(None), slice(None), slice(*inner.rows), slice(*inner.cols))
-        return self.graph.call_function(operator.getitem, (node, index))
+        return self._call(operator.getitem, (node, index), {}, f"{source.name}__crop")
 
     def attr(self, name: str, value: Any) -> fx.Node | None:
         if value is None:
@@ -105,6 +105,12 @@ class _TileBuilder:
             new = self.graph.node_copy(node, lambda n: self._value(n))
         elif layer.kind in _SLIDING:
             new = self._sliding(node)
+        elif layer.kind == "conv_transpose2d":
+            new = self._conv_transpose(node)
+        elif layer.kind == "upsample":
+            new = self._resample(node)
+        elif layer.kind == "pixel_shuffle":
+            new = self._pixel_shuffle(node)
         else:
             new = self._pointwise(node)
         self.held[node.name] = (new, self.needs.get(node.name, Region((0, 0), (0, 0))))
@@ -158,19 +164,70 @@ class _TileBuilder:
         if node.op == "call_module":
             self.owner[node.target] = self.root.get_submodule(node.target)
         new = self.graph.node_copy(node, lambda n: crops[n.name] if n.name in crops else self._value(n))
-        if layer.kind == "upsample":
-            new = self._crop_upsampled(node, new)
         return new
 
-    def _crop_upsampled(self, node: fx.Node, upsampled: fx.Node) -> fx.Node:
-        (source,) = tensor_inputs(node)
-        scale_h, scale_w = (int(s) for s in node.meta["layer"].attrs["scale"])
-        shape = tuple(source.meta["tensor_meta"].shape)
-        read = HALO_RULES["upsample"](node.meta["layer"], self.needs[node.name], shape).clip(*shape[-2:])
-        covered = Region((read.rows[0] * scale_h, read.rows[1] * scale_h), (read.cols[0] * scale_w, read.cols[1] * scale_w))
-        inner = self.needs[node.name].relative_to(covered)
-        index = (slice(None), slice(None), slice(*inner.rows), slice(*inner.cols))
-        return self.graph.call_function(operator.getitem, (upsampled, index))
+    def _crop_held(self, value: fx.Node, covered: Region, region: Region, name: str) -> fx.Node:
+        """``region`` of a value that holds ``covered`` (a superset), under the layer's name."""
+        inner = region.relative_to(covered)
+        return self._call(operator.getitem, (value, (slice(None), slice(None), slice(*inner.rows),
+                                                     slice(*inner.cols))), {}, name)
+
+    def _resample(self, node: fx.Node) -> fx.Node:
+        """Interpolation as gathers of input rows, then columns, weighted by PyTorch's own taps."""
+        layer, (source,) = node.meta["layer"], tensor_inputs(node)
+        held = self.needs[source.name]
+        x, out = self.held[source.name][0], self.needs[node.name]
+        for axis, (interval, offset) in enumerate(((out.rows, held.rows[0]), (out.cols, held.cols[0]))):
+            index, weights = resample_taps(layer, axis, interval, source.meta["tensor_meta"].shape[2 + axis])
+            view = (1, 1, -1, 1) if axis == 0 else (1, 1, 1, -1)
+            terms = []
+            for k in range(index.shape[1]):
+                tap = f"{node.name}__tap{axis}{k}"  # every node named after its layer: none takes a layer's name
+                term = self._call(torch.index_select, (x, 2 + axis, self.attr(tap, torch.from_numpy(
+                    index[:, k] - offset))), {}, f"{tap}_gather")
+                if not (weights[:, k] == 1.0).all():
+                    weight = self.attr(f"{tap}_weight", torch.from_numpy(weights[:, k]).reshape(view))
+                    term = self._call(operator.mul, (term, weight), {}, f"{tap}_weighted")
+                terms.append(term)
+            x = terms[0]
+            for k, term in enumerate(terms[1:], 1):
+                x = self._call(operator.add, (x, term), {}, f"{node.name}__sum{axis}{k}")
+        return self._call(operator.getitem, (x, (slice(None),) * 4), {}, node.name)
+
+    def _pixel_shuffle(self, node: fx.Node) -> fx.Node:
+        """Depth-to-space of the whole input pixels under the region, cropped to it."""
+        layer, (source,) = node.meta["layer"], tensor_inputs(node)
+        shape, r = tuple(source.meta["tensor_meta"].shape), node.meta["layer"].attrs["factor"]
+        read = HALO_RULES["pixel_shuffle"](layer, self.needs[node.name], shape).clip(*shape[-2:])
+        y = self._call(F.pixel_shuffle, (self.crop(source, read), r), {}, f"{node.name}__shuffle")
+        covered = Region((read.rows[0] * r, read.rows[1] * r), (read.cols[0] * r, read.cols[1] * r))
+        return self._crop_held(y, covered, self.needs[node.name], node.name)
+
+    def _conv_transpose(self, node: fx.Node) -> fx.Node:
+        """The input pixels that scatter into the region, transposed with no padding, cropped to the region,
+        zero-filled where no input reaches (a stride wider than the kernel, output_padding), then the bias."""
+        layer, (source,) = node.meta["layer"], tensor_inputs(node)
+        a, shape, region = layer.attrs, tuple(source.meta["tensor_meta"].shape), self.needs[node.name]
+        inside = HALO_RULES["conv_transpose2d"](layer, region, shape).clip(*shape[-2:])
+        weight, bias = _weights(self, node)
+        reach = [(i0 * s - pad, (i1 - 1) * s - pad + d * (k - 1) + 1) for (i0, i1), s, pad, d, k in
+                 zip((inside.rows, inside.cols), a["stride"], a["padding"][::2], a["dilation"], a["kernel"])]
+        kept = region.intersect(Region(*reach))
+        if inside.is_empty() or kept.is_empty():
+            x = self._call(torch.zeros, ((shape[0], a["out_channels"], region.height, region.width),), {},
+                           f"{node.name}__zeros")
+        else:
+            y = self._call(F.conv_transpose2d, (self.crop(source, inside), weight, None, a["stride"], 0, 0,
+                                                a["groups"], a["dilation"]), {}, f"{node.name}__scatter")
+            x = self._crop_held(y, Region(*reach), kept, f"{node.name}__crop")
+            pads = (kept.cols[0] - region.cols[0], region.cols[1] - kept.cols[1],
+                    kept.rows[0] - region.rows[0], region.rows[1] - kept.rows[1])
+            if any(pads):
+                x = self._call(F.pad, (x, pads), {}, f"{node.name}__fill")
+        if bias is not None:
+            shaped = self._call(torch.reshape, (bias, (1, -1, 1, 1)), {}, f"{node.name}__bias")
+            x = self._call(operator.add, (x, shaped), {}, f"{node.name}__biased")
+        return self._call(operator.getitem, (x, (slice(None),) * 4), {}, node.name)
 
 
 def _tile(root: fx.GraphModule, volume: list[fx.Node], region: Region) -> TilePart:

@@ -17,6 +17,7 @@ TOPOLOGIES = ["examples/topologies/default.yaml", "examples/topologies/distredge
     ("squeezenet1_1", (1, 3, 96, 96)),
     ("unet", None),  # GroupNorm, SiLU, SE, ConvTranspose2d, bilinear upsampling, skip concats
     ("fpn_detector", None),  # Hardswish, GELU, nearest upsampling, top-down adds, a concatenated head
+    ("srnet", None),  # pixel shuffle, bicubic, ConvTranspose2d, bilinear by size: one volume tiles all of it
 ])
 def test_model_goes_through_every_step(model, shape):
     trial = run_trial(model, TOPOLOGIES, shape)

@@ -194,7 +194,8 @@ def test_ops_without_a_correct_halo_rule_are_refused():
             return F.pad(x, (1, 1, 1, 1), mode="reflect")
 
     cases = [(nn.AvgPool2d(2, divisor_override=1), "divisor_override"), (Reflect(), "mode 'reflect'"),
-             (nn.Upsample(size=(16, 16)), "output size given as 'size'")]
+             (nn.Upsample(size=(16, 16), mode="area"), "mode 'area'"),
+             (nn.Conv2d(1, 1, 3, padding=1, padding_mode="circular"), "padding_mode 'circular'")]
     for module, message in cases:
         gm = analysed(nn.Sequential(nn.Conv2d(1, 1, 1), module), (1, 1, 8, 8))
         nodes = [n for n in gm.graph.nodes if n.op.startswith("call")]

@@ -27,6 +27,16 @@ class Residual(nn.Module):
         return F.relu(x + self.conv(x))
 
 
+class Interpolate(nn.Module):
+    def __init__(self, size, scale, mode, align_corners):
+        super().__init__()
+        self.size, self.scale, self.mode, self.align_corners = size, scale, mode, align_corners
+
+    def forward(self, x):
+        return F.interpolate(x, size=self.size, scale_factor=self.scale, mode=self.mode,
+                             align_corners=self.align_corners)
+
+
 class Pad(nn.Module):
     def __init__(self, pads):
         super().__init__()
@@ -51,7 +61,8 @@ def layer_stack(draw):
     height, width = draw(st.integers(6, 36)), draw(st.integers(6, 36))
     layers, shape = [], (height, width)
     for _ in range(draw(st.integers(1, 5))):
-        kind = draw(st.sampled_from(["conv", "conv", "max", "avg", "pad", "res", "relu"]))
+        kind = draw(st.sampled_from(["conv", "conv", "max", "avg", "pad", "res", "relu", "up", "up", "convT",
+                                     "shuffle"]))
         k, s, d = draw(st.integers(1, 7)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
         if kind == "conv":
             p = draw(st.integers(0, 3))
@@ -72,9 +83,29 @@ def layer_stack(draw):
             layer = Pad(pads)
         elif kind == "res":
             new, layer = shape, Residual(k if k % 2 else k - 1 or 1, d)
+        elif kind == "up":
+            mode = draw(st.sampled_from(["nearest", "nearest-exact", "bilinear", "bicubic"]))
+            corners = draw(st.booleans()) if mode in ("bilinear", "bicubic") else None
+            if draw(st.booleans()):
+                size, scale = tuple(draw(st.integers(max(1, x // 2), 2 * x + 1)) for x in shape), None
+                new = size
+            else:
+                size, scale = None, draw(st.sampled_from([0.5, 0.75, 1.5, 2.0, 2.5, 3.0]))
+                new = tuple(math.floor(x * scale) for x in shape)
+            layer = Interpolate(size, scale, mode, corners)
+        elif kind == "convT":
+            k, s, d = min(k, 5), draw(st.integers(1, 3)), min(d, 2)
+            p, op = draw(st.integers(0, (d * (k - 1)) // 2)), draw(st.integers(0, max(s, d) - 1))
+            g = draw(st.sampled_from([1, 2, 4]))
+            new = tuple((x - 1) * s - 2 * p + d * (k - 1) + op + 1 for x in shape)
+            layer = nn.ConvTranspose2d(CHANNELS, CHANNELS, k, s, p, op, groups=g, bias=draw(st.booleans()),
+                                       dilation=d)
+        elif kind == "shuffle":
+            new = tuple(2 * x for x in shape)
+            layer = nn.Sequential(nn.Conv2d(CHANNELS, 4 * CHANNELS, 1), nn.PixelShuffle(2))
         else:
             new, layer = shape, nn.ReLU()
-        if min(new) < 1:
+        if min(new) < 1 or max(new) > 48:
             continue
         layers.append(layer)
         shape = new
