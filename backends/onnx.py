@@ -1,4 +1,4 @@
-"""ONNX backend: TensorRT-ready ONNX (opset 17) for Jetson boards, verified here with onnxruntime.
+"""ONNX backend: TensorRT-ready ONNX for Jetson boards (opset 17; 16 for TensorRT 8.5), verified with onnxruntime.
 
 TensorRT-ready means static shapes, FP32 weights, constants folded, a graph
 cleaned and sorted by onnx-graphsurgeon, ``onnx.checker`` passing with the full
@@ -60,17 +60,21 @@ TENSORRT_OPS = {
     }),
 }
 JETSON_TENSORRT = "8.5"  # the version a Jetson board's parts are checked against
+# The opset a TensorRT version's parts are exported at: 8.5 parses opset 17 but lacks its LayerNormalization; at
+# opset 16 the exporter writes layer_norm as ReduceMean, Sub, Pow, Sqrt and Div, which it parses (ViT, Swin).
+TENSORRT_OPSET = {"8.5": 16}
 
 
 def emit(part: Part, target: Target, out_dir: Path) -> Artifact:
     """Emit through the build cache (see :func:`halocut.backends.base.cached_emit`)."""
-    return cached_emit(_emit, part, target, out_dir, salt=f"{torch.__version__}/{onnx.__version__}")
+    opset = TENSORRT_OPSET.get(target.tensorrt, OPSET)
+    return cached_emit(_emit, part, target, out_dir, salt=f"{torch.__version__}/{onnx.__version__}/opset{opset}")
 
 
 def _emit(part: Part, target: Target, out_dir: Path) -> Artifact:
     """Write ``<part>.onnx`` (and ``<part>.fp16.onnx`` if asked) into ``out_dir``; paths are relative to it."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = _clean(_export(part), part)
+    model = _clean(_export(part, TENSORRT_OPSET.get(target.tensorrt, OPSET)), part)  # the opset its parser takes
     _check(model, part.name, target.tensorrt)
     path = Path(f"{part.name}.onnx")
     onnx.save(model, out_dir / path)
@@ -105,13 +109,13 @@ def load(artifact: Artifact, build_dir: Path, threads: int | None = None) -> Run
     return run
 
 
-def _export(part: Part) -> onnx.ModelProto:
+def _export(part: Part, opset: int = OPSET) -> onnx.ModelProto:
     buffer = io.BytesIO()
     try:
         with warnings.catch_warnings():  # the TorchScript exporter is deprecated; dynamo=True needs onnxscript
             warnings.simplefilter("ignore")
             torch.onnx.export(part.module, part.example_inputs, buffer, input_names=list(part.input_names),
-                              output_names=list(part.output_names), opset_version=OPSET, dynamo=False,
+                              output_names=list(part.output_names), opset_version=opset, dynamo=False,
                               do_constant_folding=True)
     except Exception as error:
         message = one_line(error)

@@ -1,4 +1,4 @@
-"""The front half of the compile pipeline: load, trace, fold batch norms, analyse.
+"""The front half of the compile pipeline: load, trace, fold batch norms and shapes, go channels-first, analyse.
 
 Plans name the nodes of this graph (after folding), so every command that reads
 or writes a plan prepares the model the same way: :func:`prepare_model` runs
@@ -20,6 +20,7 @@ from torch import fx, nn
 
 from halocut.compiler.frontend import LoadedModel, Shape, load_model
 from halocut.ir.layers import annotate_layers
+from halocut.passes.channels_first import channels_first
 from halocut.passes.fold import fold_batchnorm
 from halocut.passes.fold_shapes import fold_shapes
 
@@ -49,8 +50,9 @@ def step_load(state) -> None:
 
 
 def step_fold(state) -> None:
-    """Fold batch norms into the convolutions before them, and shape arithmetic to constants."""
-    state.graph = fold_shapes(fold_batchnorm(state.loaded.graph_module), state.loaded.input_shape)
+    """Fold batch norms into the convolutions before them and shape arithmetic to constants; write
+    channels-last per-pixel blocks channels-first."""
+    state.graph = channels_first(fold_shapes(fold_batchnorm(state.loaded.graph_module), state.loaded.input_shape))
 
 
 def step_analyse(state) -> None:

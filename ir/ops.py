@@ -25,7 +25,7 @@ KINDS = frozenset({
     "softmax", "maxpool2d", "avgpool2d", "adaptive_avgpool2d", "adaptive_maxpool2d", "lrn",
     "add", "sub", "mul", "div", "cat", "flatten", "reshape", "permute", "transpose",
     "slice", "getitem", "chunk", "mean", "reorg", "pixel_shuffle", "upsample", "pad",
-    "dropout", "identity", "size", "unknown",
+    "dropout", "identity", "size", "channel_norm", "unknown",
 })
 
 # The kind sets every floor shares (one definition each).
@@ -42,6 +42,24 @@ WHOLE_INPUT = frozenset({"adaptive_avgpool2d", "adaptive_maxpool2d", "linear", "
 # Kinds with multiply-adds (the FLOP convention of halocut.ir.layers).
 KERNELS_WITH_MACS = frozenset({"conv2d", "conv_transpose2d", "linear", "matmul"})
 
+class ChannelNorm(nn.Module):
+    """LayerNorm over the channels of each pixel of an (N, C, H, W) tensor: what ConvNeXt computes as
+    ``permute(0, 2, 3, 1) -> LayerNorm(C) -> permute(0, 3, 1, 2)``, written in channels-first form
+    (``halocut.passes.channels_first``), so a tile of the output needs the same tile of the input."""
+
+    def __init__(self, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = None if weight is None else nn.Parameter(weight.detach().clone().reshape(1, -1, 1, 1))
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone().reshape(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        centred = x - x.mean(dim=1, keepdim=True)
+        y = centred * torch.rsqrt((centred * centred).mean(dim=1, keepdim=True) + self.eps)
+        y = y if self.weight is None else y * self.weight
+        return y if self.bias is None else y + self.bias
+
+
 _MODULE_KINDS: dict[type, str] = {
     nn.Conv2d: "conv2d", nn.ConvTranspose2d: "conv_transpose2d", nn.Linear: "linear",
     nn.BatchNorm2d: "batchnorm2d", nn.ReLU: "relu", nn.ReLU6: "relu6", nn.LeakyReLU: "leaky_relu",
@@ -52,7 +70,7 @@ _MODULE_KINDS: dict[type, str] = {
     nn.LocalResponseNorm: "lrn", nn.Flatten: "flatten", nn.Dropout: "dropout", nn.Dropout2d: "dropout",
     nn.Identity: "identity", nn.PixelUnshuffle: "reorg", nn.PixelShuffle: "pixel_shuffle",
     nn.Upsample: "upsample", nn.UpsamplingNearest2d: "upsample", nn.UpsamplingBilinear2d: "upsample",
-    nn.ZeroPad2d: "pad", nn.ConstantPad2d: "pad",
+    nn.ZeroPad2d: "pad", nn.ConstantPad2d: "pad", ChannelNorm: "channel_norm",
 }
 
 # Function, method and ATen names (in-place trailing "_" removed) -> kind.

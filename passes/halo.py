@@ -185,6 +185,7 @@ for _kind in ("conv2d", "maxpool2d", "avgpool2d"):
     HALO_RULES[_kind] = Rule(_sliding, _sliding_refuses)
 for _kind in sorted(ELEMENTWISE_KINDS):
     HALO_RULES[_kind] = Rule(_pointwise)
+HALO_RULES["channel_norm"] = Rule(_pointwise)  # per pixel, over its channels
 HALO_RULES["pad"] = Rule(_explicit_pad, _pad_refuses)
 HALO_RULES["reorg"] = Rule(_reorg)
 HALO_RULES["upsample"] = Rule(_upsample, _upsample_refuses)

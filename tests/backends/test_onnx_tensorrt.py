@@ -1,6 +1,7 @@
 """The TensorRT operator check (issue 12, item 5): versioned, from TensorRT's own operator table, Jetson parts only."""
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from torch import fx, nn
@@ -31,11 +32,28 @@ def test_ops_tensorrt_parses_are_accepted_for_a_jetson(layers, op, tmp_path):
     runs_like_torch(part(*layers), Target("onnx", tensorrt=JETSON_TENSORRT), tmp_path)
 
 
-def test_layer_norm_is_refused_for_tensorrt_8_5_only(tmp_path):
+class Determinant(nn.Module):
+    def forward(self, x):
+        return torch.det(x)
+
+
+def test_an_op_tensorrt_8_5_lacks_is_refused_for_a_jetson_only(tmp_path):
+    determinant = part(Determinant())
+    with pytest.raises(HalocutError, match=r"ops TensorRT 8\.5 does not support: Det"):
+        emit(determinant, Target("onnx", tensorrt="8.5"), tmp_path / "jetson")
+    runs_like_torch(determinant, Target("onnx"), tmp_path / "pi")  # a Pi's or a server's ONNX: onnxruntime runs it
+
+
+def test_layer_norm_reaches_tensorrt_8_5_as_ops_it_parses(tmp_path):
+    """LayerNormalization (opset 17) is not in TensorRT 8.5's table: a Jetson's part is exported at opset 16,
+    where layer_norm is written as ReduceMean, Sub, Pow, Sqrt, Div; other targets keep the fused op."""
     layer_norm = part(nn.LayerNorm([8, 8, 8]))
-    with pytest.raises(HalocutError, match=r"ops TensorRT 8\.5 does not support: LayerNormalization"):
-        emit(layer_norm, Target("onnx", tensorrt="8.5"), tmp_path / "jetson")
-    runs_like_torch(layer_norm, Target("onnx"), tmp_path / "pi")  # a Pi's or a server's ONNX: onnxruntime runs it
+    ops = {}
+    for label, target in (("jetson", Target("onnx", tensorrt="8.5")), ("pi", Target("onnx"))):
+        runs_like_torch(layer_norm, target, tmp_path / label)
+        ops[label] = {n.op_type for n in onnx.load(tmp_path / label / "s0.onnx").graph.node}
+    assert "LayerNormalization" not in ops["jetson"] and {"ReduceMean", "Sqrt"} <= ops["jetson"]
+    assert "LayerNormalization" in ops["pi"]
 
 
 def test_an_unknown_tensorrt_version_is_named(tmp_path):
