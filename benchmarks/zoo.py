@@ -12,6 +12,7 @@ Prints a table (model, layers, tiled?, plan s, compile s, max error, result) and
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -71,6 +72,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.one:
         return one(args.one)
+    # ended by a signal, subprocess.run ends the running model's process before this one exits
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     models = args.models.split(",") if args.models else all_models()
     results = []
     for model in track(models, description="zoo"):

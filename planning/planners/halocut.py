@@ -86,17 +86,14 @@ def _two_devices(topology: Topology) -> bool:
     return len(topology.compute_devices()) == 2
 
 
-def _few_providers(topology: Topology) -> bool:
-    return 2 <= len([d for d in topology.compute_devices() if d.role != "requester"]) <= 4
-
-
 # The safety net: the papers' planners whose plan families the DP does not search, each where its own paper's
-# setting holds (MLS: identical devices; MW and its brute force: one end device and one server; DistrEdge's
-# DDPG, seconds of training: its four-provider groups). halocut's own search decides almost every case of
-# benchmarks/planners.py by itself; the net makes "no worse than any of them" hold by construction.
+# setting holds (MLS: identical devices; MW and its brute force: one end device and one server). halocut's own
+# search decides almost every case of benchmarks/planners.py by itself; the net makes "no worse than any of them"
+# hold by construction. DistrEdge's DDPG is not in it: its training took 7 s on VGG-16 and 45 s on a mobile net
+# (most of halocut's planning time), and on the 19 cases of DistrEdge's and CoopAI's groups where it ran, the own
+# search (prefix_plans: DistrEdge's family) matched or beat it on all but vgg16/DA@300 (89.43 vs 89.11 ms).
 SAFETY_NET = (("offload", lambda t: True), ("deepar", lambda t: True), ("deepthings", lambda t: True),
-              ("mls", _identical_providers), ("mw", _two_devices), ("bf", _two_devices),
-              ("distredge", _few_providers))
+              ("mls", _identical_providers), ("mw", _two_devices), ("bf", _two_devices))
 _unknown = [name for name, _ in SAFETY_NET if name not in PLANNERS]
 if _unknown:
     raise ImportError(f"halocut's safety net names planners that are not registered: {', '.join(_unknown)}")

@@ -429,13 +429,18 @@ class BoundarySearch:
                 origin.append(spread)
             arrive = np.concatenate(arrive)
             origin = np.array(origin)
-            for j in (p for p in self.positions if p > i):
-                price = arrive + (prefix[:-1, j] - prefix[:-1, i])[None, :]
-                which = price.argmin(axis=0)
-                cheapest = price[which, columns]
-                for k in np.flatnonzero(cheapest < best[j][columns]):
-                    best[j][k] = cheapest[k]
-                    back[j, k] = (i, int(origin[which[k]]), Step(i, j, holders[k], device=holders[k]))
+            later = [p for p in self.positions if p > i]
+            if not later:
+                continue
+            # every later position at once: (origin, position, device) -> the cheapest origin per (position, device)
+            price = arrive[:, None, :] + (prefix[:-1, later] - prefix[:-1, i, None]).T[None, :, :]
+            which = price.argmin(axis=0)
+            cheapest = np.take_along_axis(price, which[None], axis=0)[0]
+            for a, k in zip(*np.nonzero(cheapest < np.array([best[j][:len(columns)] for j in later]))):
+                j = later[a]
+                best[j][k] = cheapest[a, k]
+                back[j, k] = (i, int(origin[which[a, k]]), Step(i, j, holders[k], device=holders[k]))
+            for j in later:
                 if variant in ("all", "aligned") and self.is_fc(i, j):
                     for h in reached:  # from one holder; a spread tensor is gathered by a single stage first
                         price, clusters = self.fc_split(i, j, holders[h])
