@@ -77,3 +77,26 @@ def test_convnext_is_splittable_up_to_its_pooling_and_still_the_model():
     with torch.no_grad():
         error, allowed = max_error(prepared.graph(x), prepared.module(x))
     assert error <= allowed
+
+
+
+def test_a_linear_head_right_after_a_spread_volume_is_planned():
+    """Item 3 (met on convnext_tiny, whose Linear layers act on the last axis of a feature map): boundary_dp's
+    fc_split raised IndexError when a linear segment followed a volume left spread over its tiles; the DP gathers
+    a spread tensor by a single stage before an fc split."""
+    from halocut.planning.search.boundary_dp import BoundarySearch
+    from halocut.runtime.reference import verify_plan
+    from halocut.targets.cost import CostModel
+    from halocut.targets.topology import load_topology
+    from tests.support import ROOT
+
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
+                          nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 10)).eval()  # linear over the last axis, W
+    prepared = prepare_model(model, (1, 3, 32, 32))
+    topology = load_topology(ROOT / "examples/topologies/distredge-da.yaml")
+    search = BoundarySearch(prepared.graph, topology, topology.compute_devices(), CostModel())
+    fc_starts = {i for i in search.positions for j in search.positions if j > i and search.is_fc(i, j)}
+    assert any(search.is_volume(0, i) for i in fc_starts)  # a volume can end where the fc segment starts
+    for variant in ("all", "gathered", "stages"):
+        plan = search.plan("head", prepared.input_shape, variant)
+        verify_plan(prepared.graph, plan, original=prepared.module)
