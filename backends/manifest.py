@@ -66,7 +66,7 @@ def read_build(build_dir: str | Path, trust: str | Path | None = None) -> Build:
     signature_path = build_dir / signing.SIGNATURE_FILE
     signature = None
     if signature_path.exists():
-        inside(build_dir, signing.SIGNATURE_FILE, path)
+        inside(build_dir, signing.SIGNATURE_FILE, signature_path)
         signature = read_bytes(signature_path, 4096)
     key = signing.read_public_key(trust) if trust is not None else None
     if key is not None:

@@ -24,6 +24,7 @@ import base64
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
 from halocut.ir.errors import HalocutError
@@ -138,6 +139,12 @@ def verify(manifest_bytes: bytes, signature_file: bytes | None, public_pem: byte
     except InvalidSignature:
         raise HalocutError(f"{build}: {SIGNATURE_FILE}: the signature does not match manifest.json (tampered, "
                            f"or signed by another key)") from None
+
+
+def warn_unchecked(build: str | Path) -> None:
+    """The one line a run or bench of a build read without a trusted key prints (stderr)."""
+    print(f"halocut: warning: {build}: not checked by signature (no --trust or ${TRUST_ENV}); its sha256s catch "
+          f"corruption, not tampering", file=sys.stderr)
 
 
 def trusted_key_path(trust: str | Path | None) -> Path | None:

@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--stop-after", help="stop after this pipeline step")
     build.add_argument("--tune", type=_count(0), default=0, metavar="TRIALS",
                        help="tune this machine's TVM parts with MetaSchedule (database saved beside them)")
+    build.add_argument("--sign", metavar="KEY", help="sign the manifest with this ed25519 key (halocut keygen)")
     build.add_argument("--list-steps", action="store_true", help="list the pipeline's steps and exit")
     build.set_defaults(drive=drive_compile)
 
@@ -124,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=_count(1), help="torch's and TVM's threads while timing (default: theirs)")
     bench.add_argument("-o", "--output", help="bench JSON to write (default: BUILD/bench.json)")
     bench.add_argument("--json", action="store_true", help="print the bench JSON instead of tables")
+    bench.add_argument("--trust", metavar="KEY.pub", help="refuse a build not signed by this key (default: $HALOCUT_TRUST)")
     bench.set_defaults(drive=drive_bench)
 
     run = commands.add_parser("run", help="run a build on Ray across its machines, verify it, measure it")
@@ -139,7 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", help="the original model, when the build's model name does not load it")
     run.add_argument("--weights", help="the state_dict the build was compiled with")
     run.add_argument("--json", action="store_true", help="print one JSON object")
+    run.add_argument("--trust", metavar="KEY.pub", help="refuse a build not signed by this key (default: $HALOCUT_TRUST)")
     run.set_defaults(drive=drive_run)
+
+    keygen = commands.add_parser("keygen", help="write an ed25519 key pair to sign builds with (KEY, KEY.pub)")
+    keygen.add_argument("key", help="private key file to write (the public key goes to KEY.pub)")
+    keygen.add_argument("--force", action="store_true", help="replace existing key files")
+    keygen.set_defaults(drive=drive_keygen)
 
     schedule = commands.add_parser("schedule", help="schedule many tasks over edge servers and a cloud (DeePar)")
     schedule.add_argument("--workload", required=True, help="workload YAML (examples/workloads/)")
@@ -263,8 +271,9 @@ def drive_bench(args: argparse.Namespace) -> int:
     from halocut.runtime.bench import bench_tables, write_bench
 
     runtimes = [r.strip() for r in args.runtimes.split(",")] if args.runtimes else None
+    trust = _trust(args.trust)
     result = bench_build(args.build, args.part, args.model, runtimes, args.profile_runtime, args.repeats,
-                         args.warmup, args.threads, progress=sys.stderr.isatty())
+                         args.warmup, args.threads, progress=sys.stderr.isatty(), trust=trust)
     path = write_bench(result, args.output or Path(args.build) / "bench.json")
     if args.json:
         print(json.dumps(result))
@@ -307,7 +316,7 @@ def drive_compile(args: argparse.Namespace) -> int:
     backends = tuple(b.strip() for b in args.backends.split(",")) if args.backends else None
     options = CompileOptions(args.model, args.topology, args.output, args.plan, args.planner, _shape(args.input_shape),
                              args.weights, backends, args.force, args.fp16, args.stop_after, sys.stderr.isatty(),
-                             args.tune)
+                             args.tune, args.sign)
     compilation = compile_model(options)
     Console(width=None if sys.stdout.isatty() else 160).print(summary_table(compilation))
     if compilation.manifest_path:
@@ -322,13 +331,29 @@ def drive_run(args: argparse.Namespace) -> int:
     from halocut.runtime.run import RunOptions, run_table, verified_line
 
     options = RunOptions(args.build, args.input, args.requests, args.address, args.threads, not args.plain_api,
-                         args.model, args.weights, window=args.window)
+                         args.model, args.weights, window=args.window, trust=_trust(args.trust))
     report = run_build(options)
     if args.json:
         print(json.dumps(report.to_json()))
     else:
         print(verified_line(report))
         Console(width=None if sys.stdout.isatty() else 160).print(run_table(report))
+    return 0
+
+
+def _trust(trust: str | None):
+    """The trusted public key: ``--trust``, else ``$HALOCUT_TRUST`` (None: the build is read unchecked, and says so)."""
+    from halocut.backends.signing import trusted_key_path
+
+    return trusted_key_path(trust)
+
+
+def drive_keygen(args: argparse.Namespace) -> int:
+    from halocut.backends.signing import key_id, keygen
+
+    private, public = keygen(args.key, args.force)
+    print(f"private key: {private} (mode 0600; sign with halocut compile --sign {private})")
+    print(f"public key: {public} (id {key_id(public.read_bytes())}; trust with halocut run --trust {public})")
     return 0
 
 

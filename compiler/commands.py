@@ -32,6 +32,7 @@ import torch
 from torch import fx
 
 from halocut.backends.manifest import load_manifest
+from halocut.backends.signing import warn_unchecked
 from halocut.compiler.driver import Compilation, CompileOptions, compile_model
 from halocut.compiler.frontend import file_sha256, load_model
 from halocut.compiler.prepare import PreparedModel, prepare_model
@@ -112,12 +113,15 @@ def profile_model(model: str, input_shape: tuple[int, ...] | None = None, runtim
 
 def bench_build(build_dir: str | Path, parts: list[str] | None = None, model: str | None = None,
                 runtimes: list[str] | None = None, profile_runtime: str | None = None, repeats: int = 20,
-                warmup: int = 3, threads: int | None = None, progress: bool = True) -> dict:
+                warmup: int = 3, threads: int | None = None, progress: bool = True, trust=None) -> dict:
     """``halocut bench``: time a build's artifacts here against their stages unsplit (see
     :mod:`halocut.runtime.bench`). ``model``: what to prepare the stages from when the manifest's model
-    name does not load (a ``file.py:factory``)."""
+    name does not load (a ``file.py:factory``). ``trust``: a public key; the build's signature is checked before
+    any artifact is read."""
     build_dir = Path(build_dir)
-    manifest = load_manifest(build_dir)
+    manifest = load_manifest(build_dir, trust)
+    if trust is None:
+        warn_unchecked(build_dir)
     hint = "; name the build's model with --model" if model is None else ""
     name = model or manifest["model"]["name"]
     try:

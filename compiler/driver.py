@@ -26,6 +26,7 @@ import torch
 from rich.progress import Progress
 from torch import fx, nn
 
+from halocut.backends import signing
 from halocut.backends.base import Artifact, Part, Target, backend
 from halocut.backends.onnx import JETSON_TENSORRT
 from halocut.backends.manifest import write_manifest
@@ -60,6 +61,7 @@ class CompileOptions:
     stop_after: str | None = None
     progress: bool = True
     tune: int = 0  # MetaSchedule trials per part for this machine's own (x86) TVM targets
+    sign: str | Path | None = None  # ed25519 private key (halocut keygen): manifest.sig is written beside the manifest
 
 
 @dataclass
@@ -202,6 +204,8 @@ def step_verify(c: Compilation) -> None:
 def step_manifest(c: Compilation) -> None:
     manifest = build_manifest(c)
     write_manifest(manifest, c.staging / "manifest.json")
+    if c.options.sign is not None:  # signed before the build is published: never a build without its signature
+        signing.sign_build(c.staging, c.options.sign)
     c.manifest_path = _publish(c.staging, Path(c.options.output), c.options.force) / "manifest.json"
 
 
@@ -224,6 +228,8 @@ def get_pipeline(stop_after: str | None = None) -> list[tuple[str, Callable[[Com
 def compile_model(options: CompileOptions) -> Compilation:
     """Run the pipeline; returns the final state (``manifest_path`` says where the build is)."""
     _check_output(Path(options.output), options.force)
+    if options.sign is not None:
+        signing.check_private_key(options.sign)  # a key that will not sign is refused before any work
     compilation = Compilation(options)
     try:
         for name, step in get_pipeline(options.stop_after):

@@ -19,7 +19,8 @@ from typing import Callable
 
 import numpy as np
 
-from halocut.backends.manifest import load_manifest
+from halocut.backends.manifest import read_build
+from halocut.backends.signing import warn_unchecked
 from halocut.ir.errors import HalocutError
 from halocut.runtime.flow import Flow, flow_from_manifest, run_local
 
@@ -36,6 +37,7 @@ class RunOptions:
     weights: str | Path | None = None  # the state_dict the build was compiled with
     seed: int = 0
     window: int | None = None  # requests in flight in the throughput phase (default: actors + 1)
+    trust: str | Path | None = None  # a public key: the build's signature is checked, here and on every actor
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,10 @@ def run_build(options: RunOptions,
     if options.requests < 1:
         raise HalocutError(f"--requests {options.requests}: at least one request")
     build = Path(options.build)
-    flow = flow_from_manifest(load_manifest(build))
+    read = read_build(build, options.trust)  # the signature first, before anything of the build is loaded
+    if read.trusted_key is None:
+        warn_unchecked(build)
+    flow = flow_from_manifest(read.manifest)
     inputs = make_inputs(flow, options.image, options.requests, options.seed)
     reference, label = (load_reference or (lambda f: local_reference(f, build, 'no model given')))(flow)
     timings = {}
@@ -96,7 +101,7 @@ def run_build(options: RunOptions,
     timings["connect"] = time.perf_counter() - start
     threads = options.threads if options.threads is not None else (
         0 if options.address else max(1, (os.cpu_count() or 1) // len(flow.devices())))
-    deployment = Deployment(flow, build, threads=threads, compiled=options.compiled)
+    deployment = Deployment(flow, build, threads=threads, compiled=options.compiled, authority=read.authority())
     try:
         start = time.perf_counter()
         deployment.start()
