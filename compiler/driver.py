@@ -13,9 +13,12 @@ files; an existing non-empty output is refused unless ``force``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import shutil
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -232,14 +235,33 @@ def compile_model(options: CompileOptions) -> Compilation:
         signing.check_private_key(options.sign)  # a key that will not sign is refused before any work
     compilation = Compilation(options)
     try:
-        for name, step in get_pipeline(options.stop_after):
-            start = time.perf_counter()
-            step(compilation)
-            compilation.timings[name] = time.perf_counter() - start
+        with _ended_by_signals():
+            for name, step in get_pipeline(options.stop_after):
+                start = time.perf_counter()
+                step(compilation)
+                compilation.timings[name] = time.perf_counter() - start
     finally:
         if compilation.staging is not None and compilation.staging.exists() and compilation.manifest_path is None:
             shutil.rmtree(compilation.staging, ignore_errors=True)
     return compilation
+
+
+@contextlib.contextmanager
+def _ended_by_signals():
+    """SIGTERM and SIGHUP end the compile as Ctrl-C does (the half-made build is removed on the way out), then
+    the process exits 128 + the signal's number. Only the main thread can set handlers; elsewhere, nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def end(number, frame):
+        raise SystemExit(128 + number)
+    previous = {sig: signal.signal(sig, end) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def summary_table(c: Compilation):
