@@ -22,6 +22,7 @@ from halocut.backends import signing
 from halocut.backends.base import sha256
 from halocut.ir.errors import HalocutError
 from halocut.ir.files import parse_json, read_bytes, write_text
+from halocut.ir.names import parse_part_name
 from halocut.ir.schema import check, shipped_validator
 
 FORMAT = "halocut-manifest/1"
@@ -84,6 +85,12 @@ def parse_manifest(data: bytes, source: str) -> dict:
         raise HalocutError(f"{source}: not UTF-8 text (byte {error.start})") from None
     manifest = parse_json(text, source)
     check(shipped_validator(__package__, "manifest.schema.json"), manifest, source)
+    for device, entry in manifest["devices"].items():
+        for index, part in enumerate(entry["parts"]):
+            try:
+                parse_part_name(part["name"])
+            except ValueError as error:
+                raise HalocutError(f"{source}: devices.{device}.parts[{index}].name: {error}") from None
     return manifest
 
 

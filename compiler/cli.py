@@ -15,6 +15,7 @@ import math
 import sys
 
 from halocut.ir.errors import EXIT_USER_ERROR, HalocutError
+from halocut.ir.files import check_output
 
 
 class _Parser(argparse.ArgumentParser):
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--input-shape", help="input shape (default: the plan's)")
     simulate.add_argument("--requests", type=_count(1), default=8, help="requests in the throughput stream (default 8)")
     simulate.add_argument("--gantt", help="Gantt chart PNG path (default: <model>-<topology>.png)")
+    simulate.add_argument("--force", action="store_true", help="replace the output files if they exist")
     simulate.add_argument("--json", action="store_true", help="print one JSON object")
     simulate.set_defaults(drive=drive_simulate)
 
@@ -80,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--planner", default="halocut", help="planner name (default: halocut; a wrong one lists them)")
     plan.add_argument("--input-shape", help="input shape (default: the model's own)")
     plan.add_argument("-o", "--output", help="plan JSON to write")
+    plan.add_argument("--force", action="store_true", help="replace the output files if they exist")
     plan.add_argument("--json", action="store_true", help="print one JSON object")
     plan.set_defaults(drive=drive_plan)
 
@@ -108,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--input-shape", help="input shape (default: the model's own)")
     profile.add_argument("--repeats", type=_count(1), default=5)
     profile.add_argument("-o", "--output", required=True, help="profile JSON to write")
+    profile.add_argument("--force", action="store_true", help="replace the output files if they exist")
     profile.add_argument("--training", action="store_true",
                          help="forward, backward and update seconds per layer group (HierTrain's profile)")
     profile.add_argument("--batch", type=_count(1), default=32, help="samples per training batch (--training; default 32)")
@@ -124,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--warmup", type=_count(0), default=3, help="untimed runs first (default 3)")
     bench.add_argument("--threads", type=_count(1), help="torch's and TVM's threads while timing (default: theirs)")
     bench.add_argument("-o", "--output", help="bench JSON to write (default: BUILD/bench.json)")
+    bench.add_argument("--force", action="store_true", help="replace the output files if they exist")
     bench.add_argument("--json", action="store_true", help="print the bench JSON instead of tables")
     bench.add_argument("--trust", metavar="KEY.pub", help="refuse a build not signed by this key (default: $HALOCUT_TRUST)")
     bench.set_defaults(drive=drive_bench)
@@ -153,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     schedule.add_argument("--workload", required=True, help="workload YAML (examples/workloads/)")
     schedule.add_argument("--policy", default="deepar", help="deepar (default), device-only, edge-only or cloud-only")
     schedule.add_argument("-o", "--output", help="schedule JSON to write")
+    schedule.add_argument("--force", action="store_true", help="replace the output files if they exist")
     schedule.add_argument("--json", action="store_true", help="print the schedule as one JSON object")
     schedule.add_argument("--gantt", help="draw the schedule (PNG)")
     schedule.add_argument("--check", metavar="SCHEDULE", help="replay a schedule JSON against the workload instead: "
@@ -183,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                               "link (JALAD's compression; jalad: 8, others: 32)")
     train_plan.add_argument("--input-shape", help="input shape (default: the model's own)")
     train_plan.add_argument("-o", "--output", help="train plan JSON to write")
+    train_plan.add_argument("--force", action="store_true", help="replace the output files if they exist")
     train_plan.add_argument("--json", action="store_true", help="print the plan as one JSON object")
     train_plan.set_defaults(drive=drive_train_plan)
 
@@ -237,7 +244,7 @@ def drive_simulate(args: argparse.Namespace) -> int:
     from halocut.compiler.commands import simulate_model
 
     shape = _shape(args.input_shape)
-    result, gantt = simulate_model(args.model, args.topology, args.plan, shape, args.requests, args.gantt)
+    result, gantt = simulate_model(args.model, args.topology, args.plan, shape, args.requests, args.gantt, args.force)
     if args.json:
         print(json.dumps({**result.to_json(), "gantt": str(gantt)}))
     else:
@@ -253,11 +260,12 @@ def drive_profile(args: argparse.Namespace) -> int:
     from halocut.compiler.commands import profile_model
     from halocut.runtime.profile import write_profile
 
+    check_output(args.output, args.force)
     if args.training:
         return drive_profile_training(args)
     profile = profile_model(args.model, _shape(args.input_shape), args.runtime, args.repeats,
                             progress=sys.stderr.isatty())
-    path = write_profile(profile, args.output)
+    path = write_profile(profile, args.output, args.force)
     print(f"profiled {len(profile['layers'])} layers of {profile['model']} with {args.runtime}: {path}")
     return 0
 
@@ -272,9 +280,11 @@ def drive_bench(args: argparse.Namespace) -> int:
 
     runtimes = [r.strip() for r in args.runtimes.split(",")] if args.runtimes else None
     trust = _trust(args.trust)
+    output = check_output(args.output or Path(args.build) / "bench.json", args.force)  # before the timings, not after
     result = bench_build(args.build, args.part, args.model, runtimes, args.profile_runtime, args.repeats,
                          args.warmup, args.threads, progress=sys.stderr.isatty(), trust=trust)
-    path = write_bench(result, args.output or Path(args.build) / "bench.json")
+    path = write_bench(result, output, args.force)
+    _warn_if_unchecked(args.build, trust)
     if args.json:
         print(json.dumps(result))
         return 0
@@ -288,9 +298,11 @@ def drive_bench(args: argparse.Namespace) -> int:
 def drive_plan(args: argparse.Namespace) -> int:
     from halocut.compiler.commands import plan_model
 
+    if args.output:
+        check_output(args.output, args.force)
     result = plan_model(args.model, args.topology, args.planner, _shape(args.input_shape))
     if args.output:
-        result.plan.save(args.output)
+        result.plan.save(args.output, args.force)
     report = {"planner": args.planner, "latency_s": result.simulation.latency_s,
               "throughput_ips": result.simulation.throughput_ips, "planning_time_s": result.planning_time_s,
               "lower_bound_s": result.simulation.lower_bound_s, "stages": len(result.plan.stages)}
@@ -338,6 +350,7 @@ def drive_run(args: argparse.Namespace) -> int:
     else:
         print(verified_line(report))
         Console(width=None if sys.stdout.isatty() else 160).print(run_table(report))
+    _warn_if_unchecked(args.build, options.trust)
     return 0
 
 
@@ -346,6 +359,15 @@ def _trust(trust: str | None):
     from halocut.backends.signing import trusted_key_path
 
     return trusted_key_path(trust)
+
+
+def _warn_if_unchecked(build: str, trust) -> None:
+    """After a run or bench of a build read without a trusted key: one line on stderr saying so (a refusal, by
+    contrast, is its own one line)."""
+    from halocut.backends.signing import warn_unchecked
+
+    if trust is None:
+        warn_unchecked(build)
 
 
 def drive_keygen(args: argparse.Namespace) -> int:
@@ -367,13 +389,16 @@ def drive_schedule(args: argparse.Namespace) -> int:
         print(f"{args.check}: {len(schedule.tasks)} tasks satisfy constraints (8)-(19) at all {instants} event "
               f"instants of {args.workload}")
         return 0
+    for path, flag in ((args.output, "-o"), (args.gantt, "--gantt")):
+        if path:
+            check_output(path, args.force, flag)
     schedule, costs = schedule_file(args.workload, args.policy)
     if args.output:
-        schedule.save(args.output)
+        schedule.save(args.output, args.force)
     if args.gantt:
         from halocut.runtime.gantt import plot_schedule
 
-        plot_schedule(schedule, args.gantt)
+        plot_schedule(schedule, args.gantt, force=args.force)
     measured = None
     if args.run:
         from halocut.compiler.scheduling import run_schedule
@@ -427,7 +452,7 @@ def drive_profile_training(args: argparse.Namespace) -> int:
     from halocut.runtime.profile import write_profile
 
     profile = profile_training_model(args.model, _shape(args.input_shape), args.batch, args.repeats)
-    path = write_profile(profile, args.output)
+    path = write_profile(profile, args.output, args.force)
     groups = profile["training"]["groups"]
     for group in groups:
         print(f"{group['name']:>16}: forward {group['forward_s'] * 1e3:8.2f} ms, backward {group['backward_s'] * 1e3:8.2f}"
@@ -439,10 +464,12 @@ def drive_profile_training(args: argparse.Namespace) -> int:
 def drive_train_plan(args: argparse.Namespace) -> int:
     from halocut.compiler.commands import train_plan_model
 
+    if args.output:
+        check_output(args.output, args.force)
     plan = train_plan_model(args.model, args.topology, args.batch, args.policy, _shape(args.input_shape),
                             args.compress_bits)
     if args.output:
-        plan.save(args.output)
+        plan.save(args.output, args.force)
     data = plan.to_json()
     if args.json:
         print(json.dumps(data))

@@ -32,12 +32,11 @@ import torch
 from torch import fx
 
 from halocut.backends.manifest import load_manifest
-from halocut.backends.signing import warn_unchecked
 from halocut.compiler.driver import Compilation, CompileOptions, compile_model
 from halocut.compiler.frontend import file_sha256, load_model
 from halocut.compiler.prepare import PreparedModel, prepare_model
 from halocut.ir.errors import HalocutError
-from halocut.ir.files import read_json
+from halocut.ir.files import check_output, read_json
 from halocut.ir.graph import output_nodes
 from halocut.ir.layer_groups import LayerGroup, layer_groups
 from halocut.ir.layers import annotate_layers
@@ -82,7 +81,7 @@ def plan_model(model: str, topology_path: str | Path, planner: str,
 
 def simulate_model(model: str, topology_path: str | Path, plan_path: str | Path | None = None,
                    input_shape: tuple[int, ...] | None = None, requests: int = 8,
-                   gantt_path: str | Path | None = None) -> tuple[SimulationResult, Path]:
+                   gantt_path: str | Path | None = None, force: bool = True) -> tuple[SimulationResult, Path]:
     """``halocut simulate``: load everything, simulate (the whole model on the requester without a plan),
     draw the Gantt chart of a short stream; returns the result and the chart's path."""
     topology = load_topology(topology_path)
@@ -94,11 +93,11 @@ def simulate_model(model: str, topology_path: str | Path, plan_path: str | Path 
     elif tuple(plan.input_shape) != tuple(prepared.input_shape):
         raise HalocutError(f"{plan_path}: plan is for input shape {tuple(plan.input_shape)}, the model is "
                            f"analysed at {tuple(prepared.input_shape)}")
+    gantt = check_output(gantt_path or f"{prepared.name.replace(':', '-')}-{topology.name}.png", force, "--gantt")
     result = simulate(prepared.graph, plan, topology, requests=requests)
-    gantt = Path(gantt_path or f"{prepared.name.replace(':', '-')}-{topology.name}.png")
     title = f"{prepared.name} on {topology.name}: {result.latency_s * 1e3:.1f} ms, {result.throughput_ips:.1f} img/s"
     timeline = stream_timeline(prepared.graph, plan, topology, requests=min(requests, 4))
-    plot_timeline(timeline, gantt, title, [d.name for d in topology.devices if d.computes])
+    plot_timeline(timeline, gantt, title, [d.name for d in topology.devices if d.computes], force)
     return result, gantt
 
 
@@ -120,8 +119,6 @@ def bench_build(build_dir: str | Path, parts: list[str] | None = None, model: st
     any artifact is read."""
     build_dir = Path(build_dir)
     manifest = load_manifest(build_dir, trust)
-    if trust is None:
-        warn_unchecked(build_dir)
     hint = "; name the build's model with --model" if model is None else ""
     name = model or manifest["model"]["name"]
     try:

@@ -169,6 +169,22 @@ def write_bytes(path: str | Path, data: bytes, force: bool = False) -> Path:
     return path
 
 
+def check_output(path: str | Path, force: bool, flag: str = "-o") -> Path:
+    """Refuse, before any work, an output :func:`write_bytes` would refuse: a folder, an existing file without
+    ``force``, a place no file can be made (a file where a folder must be, a folder not writable)."""
+    path = Path(path)
+    if path.is_dir():
+        raise HalocutError(f"{flag} {path}: is a folder; give a file name")
+    if path.exists() and not force:
+        raise HalocutError(f"{path} exists; use --force to replace it")
+    folder = next((p for p in [path.parent, *path.parent.parents] if p.exists()), Path("."))
+    if not folder.is_dir():
+        raise HalocutError(f"{flag} {path}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise HalocutError(f"{flag} {path}: {folder} is not writable")
+    return path
+
+
 def write_text(path: str | Path, text: str, force: bool = False) -> Path:
     """:func:`write_bytes` of UTF-8 text."""
     return write_bytes(path, text.encode("utf-8"), force)

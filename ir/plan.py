@@ -88,9 +88,10 @@ class Plan:
         return Plan(data["model"], tuple(data["input_shape"]), tuple(_stage(s) for s in data["stages"]),
                     data.get("planner", "manual"))
 
-    def save(self, path: str | Path) -> Path:
-        """Write the plan whole or not at all (a missing folder is made; an unwritable path is a one-line error)."""
-        return write_json(path, self.to_json(), force=True)
+    def save(self, path: str | Path, force: bool = True) -> Path:
+        """Write the plan whole or not at all (a missing folder is made; an unwritable path is a one-line error);
+        an existing file is replaced only with ``force``."""
+        return write_json(path, self.to_json(), force)
 
     @staticmethod
     def load(path: str | Path) -> Plan:

@@ -199,10 +199,10 @@ def rebuild(manifest: dict, build_dir: Path, graph: fx.GraphModule, hint: str = 
     return rebuilt
 
 
-def write_bench(result: dict, path: str | Path) -> Path:
+def write_bench(result: dict, path: str | Path, force: bool = True) -> Path:
     from halocut.runtime.profile import write_profile
 
-    return write_profile(result, path)
+    return write_profile(result, path, force)
 
 
 def bench_tables(result: dict) -> list:

@@ -9,6 +9,7 @@ True
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -17,8 +18,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
+from halocut.ir.files import write_bytes  # noqa: E402
 
-def plot_timeline(intervals, path: str | Path, title: str, devices: list[str] | None = None) -> Path:
+
+def plot_timeline(intervals, path: str | Path, title: str, devices: list[str] | None = None,
+                  force: bool = True) -> Path:
     """Write a Gantt chart: compute intervals per device, transfers per link, colour per request."""
     path = Path(path)
     compute = [i for i in intervals if i.kind == "compute"]
@@ -42,13 +46,14 @@ def plot_timeline(intervals, path: str | Path, title: str, devices: list[str] | 
     legend.append(Patch(facecolor="white", edgecolor="black", hatch="//", label="transfer"))
     axes.legend(handles=legend, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=min(len(legend), 6),
                 fontsize="small", frameon=False)
-    return _save(figure, path)
+    return _save(figure, Path(path), force)
 
 
 SCHEDULE_COLOURS = {"device": "tab:blue", "edge": "tab:orange", "cloud": "tab:green", "edge-cloud": "tab:purple"}
 
 
-def plot_schedule(schedule, path: str | Path, title: str | None = None, measured: dict | None = None) -> Path:
+def plot_schedule(schedule, path: str | Path, title: str | None = None, measured: dict | None = None,
+                  force: bool = True) -> Path:
     """A multi-task schedule (:class:`~halocut.ir.schedule.Schedule`): one row per task, its wait from arrival
     to start in grey, its run coloured by resource choice and labelled with its edge server; ``measured``
     (task -> (start_s, end_s)) adds the measured run as a thin black bar."""
@@ -76,13 +81,13 @@ def plot_schedule(schedule, path: str | Path, title: str | None = None, measured
     below = 0.1 + 0.18 / figure.get_size_inches()[1]  # under the axis label, whatever the figure's height
     axes.legend(handles=legend, loc="upper center", bbox_to_anchor=(0.5, -below), ncol=len(legend),
                 fontsize="small", frameon=False)
-    return _save(figure, path)
+    return _save(figure, Path(path), force)
 
 
-def _save(figure, path: Path) -> Path:
-    """Lay the figure out, write it as a PNG (its folder made) and free it."""
+def _save(figure, path: Path, force: bool = True) -> Path:
+    """Lay the figure out, write it as a PNG whole or not at all (its folder made) and free it."""
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    png = io.BytesIO()
+    figure.savefig(png, dpi=110, format="png")
     plt.close(figure)
-    return path
+    return write_bytes(path, png.getvalue(), force)

@@ -13,7 +13,6 @@ repeats. The result is a profile JSON that a topology names as a device:
 from __future__ import annotations
 
 import io
-import json
 import os
 import platform
 import statistics
@@ -26,6 +25,7 @@ from rich.progress import Progress
 from torch import fx
 
 from halocut.ir.errors import HalocutError
+from halocut.ir.files import write_json
 from halocut.ir.graph import compute_nodes
 from halocut.ir.ops import FREE
 from halocut.ir.regions import Region
@@ -60,13 +60,9 @@ def profile_graph(graph: fx.GraphModule, name: str, input_shape: tuple[int, ...]
             "layers": layers}
 
 
-def write_profile(profile: dict, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(json.dumps(profile, indent=1) + "\n")
-    temporary.replace(path)
-    return path
+def write_profile(profile: dict, path: str | Path, force: bool = True) -> Path:
+    """Write a profile (or bench result) whole or not at all; an existing file is replaced only with ``force``."""
+    return write_json(path, profile, force)
 
 
 def record_values(graph: fx.GraphModule, x: torch.Tensor) -> dict[str, object]:

@@ -20,7 +20,6 @@ from typing import Callable
 import numpy as np
 
 from halocut.backends.manifest import read_build
-from halocut.backends.signing import warn_unchecked
 from halocut.ir.errors import HalocutError
 from halocut.runtime.flow import Flow, flow_from_manifest, run_local
 
@@ -90,8 +89,6 @@ def run_build(options: RunOptions,
         raise HalocutError(f"--requests {options.requests}: at least one request")
     build = Path(options.build)
     read = read_build(build, options.trust)  # the signature first, before anything of the build is loaded
-    if read.trusted_key is None:
-        warn_unchecked(build)
     flow = flow_from_manifest(read.manifest)
     inputs = make_inputs(flow, options.image, options.requests, options.seed)
     reference, label = (load_reference or (lambda f: local_reference(f, build, 'no model given')))(flow)

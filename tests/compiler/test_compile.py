@@ -1,5 +1,6 @@
 """`halocut compile`: parts per machine for mixed topologies, verified, with a manifest that matches its files."""
 
+import json
 import subprocess
 
 import pytest
@@ -133,6 +134,18 @@ def test_tampered_artifact_is_detected(tmp_path):
     artifact.write_bytes(artifact.read_bytes() + b"\0")
     with pytest.raises(HalocutError, match="does not match its sha256"):
         load_manifest(build)
+
+
+def test_a_manifest_part_name_that_is_not_one_is_a_one_line_error(tmp_path):
+    """Issue 18, item 10: it was a ValueError traceback from parse_part_name."""
+    compilation = compile_(tmp_path, "lenet5", None, backends=("onnx",))
+    path = compilation.manifest_path
+    manifest = json.loads(path.read_text())
+    device = next(d for d, entry in manifest["devices"].items() if entry["parts"])
+    manifest["devices"][device]["parts"][0]["name"] = "bogus!"
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(HalocutError, match=rf"devices\.{device}\.parts\[0\]\.name: 'bogus!' is not a part name$"):
+        load_manifest(path.parent)
 
 
 def test_compile_command_prints_a_summary(halocut_cli, cli_env, tmp_path):
