@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import socket
 import time
 import warnings
 from dataclasses import dataclass
@@ -69,6 +70,7 @@ def connect(devices: list[str], address: str | None = None) -> bool:
         options = {"logging_level": logging.WARNING, "log_to_driver": False, "include_dashboard": False}
         try:
             if address:
+                _reachable(address)
                 ray.init(address=address, **options)
             else:
                 ray.init(num_cpus=os.cpu_count(), resources={d: 1 for d in devices}, **options)
@@ -85,6 +87,25 @@ def connect(devices: list[str], address: str | None = None) -> bool:
         raise HalocutError(f"no machine in {where} offers the resource '{missing[0]}' (on that machine: ray start "
                            f"--address <head>:6379 --resources '{{\"{missing[0]}\": 1}}')")
     return started
+
+
+CONNECT_TIMEOUT_S = 10.0  # how long joining a cluster may wait for its head to answer
+
+
+def _reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Refuse, within ``timeout_s``, a cluster address nothing answers at (Ray itself retries for minutes).
+
+    ``auto`` and ``ray://`` client addresses are left to Ray."""
+    if address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise HalocutError(f"--address {address}: not HOST:PORT (the head's GCS address, e.g. 10.0.0.2:6379)")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        raise HalocutError(f"cannot join the Ray cluster at {address}: {error.strerror or 'no answer'} (waited at "
+                           f"most {timeout_s:.0f} s)") from None
 
 
 class Deployment:
