@@ -15,7 +15,6 @@ True
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import numpy as np
 from torch import fx
 
 from halocut.ir.errors import HalocutError
-from halocut.ir.files import write_json
+from halocut.ir.files import read_json, write_json
 from halocut.ir.graph import compute_nodes, tensor_inputs
 from halocut.ir.names import part_name
 from halocut.ir.ops import POINTWISE
@@ -96,13 +95,7 @@ class Plan:
     @staticmethod
     def load(path: str | Path) -> Plan:
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise HalocutError(f"{path}: file does not exist") from None
-        except json.JSONDecodeError as error:
-            raise HalocutError(f"{path}: not JSON: {error}") from None
-        return Plan.from_json(data, str(path))
+        return Plan.from_json(read_json(path, expect=None), str(path))  # size, UTF-8, depth: one line each
 
     def devices(self) -> list[str]:
         return list(dict.fromkeys(d for stage in self.stages for d in stage.devices()))

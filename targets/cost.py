@@ -19,7 +19,8 @@ Two sources behind one interface, :meth:`CostModel.latency`:
 >>> from halocut.targets.topology import catalog_device
 >>> nano = catalog_device("jetson-nano")
 >>> model = CostModel()
->>> from halocut.ir.layers import LayerInfo
+>>> from halocut.ir.files import read_json
+from halocut.ir.layers import LayerInfo
 >>> conv = LayerInfo("conv2d", "c", {"kernel": (3, 3), "groups": 1, "in_channels": 64, "out_channels": 64},
 ...     ((1, 64, 56, 56),), ((1, 64, 56, 56),), flops=2 * 64 * 56 * 56 * 64 * 9, output_bytes=4 * 64 * 56 * 56)
 >>> 0.5e-3 < model.latency(nano, conv) < 5e-3
@@ -29,7 +30,6 @@ True
 from __future__ import annotations
 
 import bisect
-import json
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 from torch import fx
 
+from halocut.ir.files import read_json
 from halocut.ir.layers import LayerInfo
 from halocut.ir.regions import Region
 from halocut.targets.topology import Device
@@ -192,4 +193,4 @@ def _interpolate(points: list[tuple[int, float]], x: int) -> float:
 
 @cache
 def _profile(path: Path) -> Profile:
-    return Profile(json.loads(Path(path).read_text()))
+    return Profile(read_json(path))

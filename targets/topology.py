@@ -13,7 +13,6 @@ field and the problem in one line.
 
 from __future__ import annotations
 
-import json
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -23,7 +22,8 @@ from pathlib import Path
 
 import yaml
 
-from halocut.ir.errors import HalocutError, one_line
+from halocut.ir.errors import HalocutError
+from halocut.ir.files import read_json, read_yaml
 from halocut.ir.schema import check, shipped_validator
 from halocut.targets.units import bits_per_second, quantity, seconds
 
@@ -120,15 +120,13 @@ class Topology:
         return max(points, key=lambda p: p.at_s).bandwidth_bps if points else default
 
 
+MAX_TOPOLOGY_BYTES = 4 * 1024 * 1024  # thousands of machines fit in far less
+
+
 def load_topology(path: str | Path) -> Topology:
     """Read and validate a topology YAML file."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise HalocutError(f"{path}: file does not exist") from None
-    except yaml.YAMLError as error:
-        raise HalocutError(f"{path}: not valid YAML: {one_line(error)}") from None
+    data = read_yaml(path, expect=None, max_bytes=MAX_TOPOLOGY_BYTES)  # size, UTF-8, aliases, depth: one line each
     return parse_topology(data, str(path), path.parent)
 
 
@@ -186,12 +184,12 @@ def _from_figures(name: str, role: str, kind: str, figures: dict, where: str) ->
 
 
 def _from_profile(name: str, role: str, path: Path, where: str) -> Device:
+    if not path.exists():
+        raise HalocutError(f"{where}: profile '{path}' does not exist")
     try:
-        profile = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise HalocutError(f"{where}: profile '{path}' does not exist") from None
-    except json.JSONDecodeError as error:
-        raise HalocutError(f"{where}: profile '{path}' is not JSON: {error}") from None
+        profile = read_json(path)
+    except HalocutError as error:
+        raise HalocutError(f"{where}: profile {error}") from None
     figures = profile.get("device_figures")
     if not isinstance(figures, dict):
         raise HalocutError(f"{where}: '{path}' is not a halocut profile (no device_figures)")

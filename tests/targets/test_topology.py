@@ -118,3 +118,27 @@ def test_good_topology_and_file_errors(tmp_path):
     with pytest.raises(HalocutError, match=r"profile '.*nowhere.json' does not exist"):
         load_topology(tmp_path / "prof.yaml")
     assert Path(tmp_path).exists()
+
+
+def test_a_huge_or_undecodable_topology_is_refused_before_it_is_parsed(tmp_path):
+    """Issue 18, items 7 and 18: a 32 MB topology took 7.5 minutes to be refused by its schema; the one reader
+    refuses it by size at once, and bytes that are not UTF-8 or JSON in a profile are one line each."""
+    import time
+
+    from halocut.targets.topology import MAX_TOPOLOGY_BYTES
+
+    huge = tmp_path / "huge.yaml"
+    huge.write_text("name: huge\ndevices:\n" + "  - {name: d, role: device, kind: rpi4}\n" *
+                    (MAX_TOPOLOGY_BYTES // 30))
+    start = time.monotonic()
+    with pytest.raises(HalocutError, match=rf"huge.yaml: \d+ bytes, more than the {MAX_TOPOLOGY_BYTES} this file"):
+        load_topology(huge)
+    assert time.monotonic() - start < 5
+    (tmp_path / "latin.yaml").write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(HalocutError, match=r"latin.yaml: not UTF-8 text \(byte 9 is 0xe9\)"):
+        load_topology(tmp_path / "latin.yaml")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "prof.yaml").write_text(yaml.safe_dump(edit(lambda d: d["devices"][1].pop("kind") and
+                                                            d["devices"][1].update(profile="list.json"))))
+    with pytest.raises(HalocutError, match=r"profile .*list.json: the top level is a list, expected an object"):
+        load_topology(tmp_path / "prof.yaml")
