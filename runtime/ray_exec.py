@@ -67,6 +67,7 @@ def connect(devices: list[str], address: str | None = None) -> bool:
     """
     started = False
     if not ray.is_initialized():
+        _quiet_auth_notice()
         options = {"logging_level": logging.WARNING, "log_to_driver": False, "include_dashboard": False}
         try:
             if address:
@@ -87,6 +88,20 @@ def connect(devices: list[str], address: str | None = None) -> bool:
         raise HalocutError(f"no machine in {where} offers the resource '{missing[0]}' (on that machine: ray start "
                            f"--address <head>:6379 --resources '{{\"{missing[0]}\": 1}}')")
     return started
+
+
+class _AuthNotice(logging.Filter):
+    """Drops Ray's notice that it turned token authentication on (stderr carries halocut's own lines; issue 18,
+    item 14); its warning that authentication is off still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Token authentication is enabled")
+
+
+def _quiet_auth_notice() -> None:
+    source = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    if not any(isinstance(f, _AuthNotice) for f in source.filters):
+        source.addFilter(_AuthNotice())
 
 
 CONNECT_TIMEOUT_S = 10.0  # how long joining a cluster may wait for its head to answer

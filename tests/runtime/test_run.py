@@ -210,7 +210,8 @@ def test_run_command_joins_a_cluster_verifies_and_measures(builds, cluster, halo
     result = subprocess.run([halocut_cli, "run", str(builds["lenet5"]), "--requests", "4", "--json", "--address", address],
                             capture_output=True, text=True, env=cli_env, timeout=600)
     assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
+    report = json.loads(result.stdout)  # stdout is exactly one JSON object; stderr carries halocut's own lines only
+    assert all(line.startswith("halocut: ") for line in result.stderr.splitlines()), result.stderr
     assert report["max_abs_error"] <= report["tolerance"] and report["reference"] == "original model"
     assert report["requests_lost"] == 0 and report["graph"] == "compiled" and report["throughput_ips"] > 0
     assert 0 < report["latency_s"]["median"] <= report["latency_s"]["p90"]
