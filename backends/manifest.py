@@ -21,7 +21,7 @@ from pathlib import Path
 from halocut.backends import signing
 from halocut.backends.base import sha256
 from halocut.ir.errors import HalocutError
-from halocut.ir.files import parse_json, read_bytes, write_text
+from halocut.ir.files import check_shape, parse_json, read_bytes, write_text
 from halocut.ir.names import parse_part_name
 from halocut.ir.schema import check, shipped_validator
 
@@ -85,6 +85,7 @@ def parse_manifest(data: bytes, source: str) -> dict:
         raise HalocutError(f"{source}: not UTF-8 text (byte {error.start})") from None
     manifest = parse_json(text, source)
     check(shipped_validator(__package__, "manifest.schema.json"), manifest, source)
+    check_shape(tuple(manifest["model"]["input"]["shape"]), f"{source}: model.input.shape")  # before allocating
     for device, entry in manifest["devices"].items():
         for index, part in enumerate(entry["parts"]):
             try:

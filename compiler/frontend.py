@@ -25,7 +25,7 @@ from torch import fx, nn
 
 from halocut.compiler.zoo import ZOO
 from halocut.ir.errors import HalocutError, one_line
-from halocut.ir.files import read_bytes, read_text
+from halocut.ir.files import check_shape, read_bytes, read_text
 
 Shape = tuple[int, ...]
 MAX_MODEL_FILE_BYTES = 4 << 20  # a model's .py file
@@ -113,28 +113,6 @@ def load_model(spec: str | nn.Module, input_shape: Shape | None = None,
                                                                                        f" input shape")
     graph_module, tracer = trace(module, shape)
     return LoadedModel(name or model_name, module, graph_module, shape, tracer, model_source(spec, weights))
-
-
-MAX_INPUT_BYTES = 1 << 30  # one float32 input tensor: 1 GiB, far beyond any model halocut splits
-
-
-def check_shape(shape, what: str) -> Shape:
-    """A shape of positive ints whose float32 tensor fits :data:`MAX_INPUT_BYTES`, checked before allocating.
-
-    >>> check_shape((1, 3, 100000, 100000), "--input-shape")
-    Traceback (most recent call last):
-    halocut.ir.errors.HalocutError: --input-shape (1, 3, 100000, 100000): a float32 input of 120.0 GB, more than the 1.1 GB limit
-    """
-    if isinstance(shape, (str, bytes)) or not isinstance(shape, (tuple, list)) or not shape or \
-            not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
-        raise HalocutError(f"{what} {shape!r:.80}: expected a sequence of positive integers such as (1, 3, 224, 224)")
-    size = 4
-    for dim in shape:
-        size *= dim
-    if size > MAX_INPUT_BYTES:
-        raise HalocutError(f"{what} {tuple(shape)}: a float32 input of {size / 1e9:.1f} GB, more than the "
-                           f"{MAX_INPUT_BYTES / 1e9:.1f} GB limit")
-    return tuple(shape)
 
 
 def model_source(spec, weights: str | Path | None = None) -> dict:

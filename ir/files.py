@@ -41,6 +41,28 @@ _TYPE_NAMES = {dict: "an object", list: "a list", str: "a string", int: "a numbe
                bool: "a boolean", type(None): "null"}
 
 
+MAX_INPUT_BYTES = 1 << 30  # one float32 input tensor: 1 GiB, far beyond any model halocut splits
+
+
+def check_shape(shape, what: str) -> tuple[int, ...]:
+    """A shape of positive ints whose float32 tensor fits :data:`MAX_INPUT_BYTES`, checked before allocating.
+
+    >>> check_shape((1, 3, 100000, 100000), "--input-shape")
+    Traceback (most recent call last):
+    halocut.ir.errors.HalocutError: --input-shape (1, 3, 100000, 100000): a float32 input of 120.0 GB, more than the 1.1 GB limit
+    """
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, (tuple, list)) or not shape or \
+            not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
+        raise HalocutError(f"{what} {shape!r:.80}: expected a sequence of positive integers such as (1, 3, 224, 224)")
+    size = 4
+    for dim in shape:
+        size *= dim
+    if size > MAX_INPUT_BYTES:
+        raise HalocutError(f"{what} {tuple(shape)}: a float32 input of {size / 1e9:.1f} GB, more than the "
+                           f"{MAX_INPUT_BYTES / 1e9:.1f} GB limit")
+    return tuple(shape)
+
+
 def read_bytes(path: str | Path, max_bytes: int = MAX_BYTES) -> bytes:
     """The file's bytes; a missing file, a folder or a file over ``max_bytes`` is a one-line error."""
     path = Path(path)

@@ -19,8 +19,7 @@ Two sources behind one interface, :meth:`CostModel.latency`:
 >>> from halocut.targets.topology import catalog_device
 >>> nano = catalog_device("jetson-nano")
 >>> model = CostModel()
->>> from halocut.ir.files import read_json
-from halocut.ir.layers import LayerInfo
+>>> from halocut.ir.layers import LayerInfo
 >>> conv = LayerInfo("conv2d", "c", {"kernel": (3, 3), "groups": 1, "in_channels": 64, "out_channels": 64},
 ...     ((1, 64, 56, 56),), ((1, 64, 56, 56),), flops=2 * 64 * 56 * 56 * 64 * 9, output_bytes=4 * 64 * 56 * 56)
 >>> 0.5e-3 < model.latency(nano, conv) < 5e-3
