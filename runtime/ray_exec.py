@@ -13,7 +13,10 @@ raises), the graph is torn down; each actor is pinged: one Ray restarted (``max_
 parts again; one that is gone for good (restarts used up, machine lost) has its parts re-placed on the
 remaining machines that can run them (the least loaded first). The graph is compiled again and every
 request that was in flight is sent again, so none is lost. Each recovery is logged with its kind and
-duration and kept in :attr:`Deployment.recoveries`.
+duration and kept in :attr:`Deployment.recoveries`. A machine that fails while its parts are hosted
+(at start-up, or during a recovery) is recovered the same way; at most ``max_recoveries`` failures are
+handled before the run gives up with one line. On the plain DAG API a part that receives from a dead
+actor fails with a task error whose cause is that death: it is recovered, not reported as the part's.
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ def connect(devices: list[str], address: str | None = None) -> bool:
     started = False
     if not ray.is_initialized():
         _quiet_auth_notice()
+        _route_raylet_errors()
         options = {"logging_level": logging.WARNING, "log_to_driver": False, "include_dashboard": False}
         try:
             if address:
@@ -102,6 +106,29 @@ def _quiet_auth_notice() -> None:
     source = logging.getLogger("ray._private.authentication.authentication_token_setup")
     if not any(isinstance(f, _AuthNotice) for f in source.filters):
         source.addFilter(_AuthNotice())
+
+
+def _route_raylet_errors() -> None:
+    """Send the errors raylets publish to the driver (\"A worker died or was killed ...\") to halocut's log at INFO.
+
+    Ray's driver prints them on stdout, where ``run --json`` writes its one JSON object (issue 18, item 14);
+    the recovery warning halocut logs says what happened. Ray offers no setting for it, so its printer
+    (``ray._private.worker.print_to_stdstream``, looked up by the listening thread at each message) is
+    wrapped; every other stream Ray prints passes unchanged."""
+    from ray._private import worker
+
+    printer = worker.print_to_stdstream
+    if getattr(printer, "halocut_routed", False):
+        return
+
+    def route(data: dict, ignore_prefix: bool) -> None:
+        if data.get("pid") != "raylet":
+            return printer(data, ignore_prefix)
+        for message in data.get("lines", []):
+            logger.info("ray: %s", str(message).strip().splitlines()[0] if str(message).strip() else message)
+
+    route.halocut_routed = True
+    worker.print_to_stdstream = route
 
 
 CONNECT_TIMEOUT_S = 10.0  # how long joining a cluster may wait for its head to answer
@@ -149,6 +176,7 @@ class Deployment:
         self.pids: dict[str, int] = {}
         self.backends: dict[str, str] = {}
         self.recoveries: list[Recovery] = []
+        self._failures = 0  # failures handled, those met while hosting parts again included
         self.graph = "none"
         self._blobs: dict[str, ray.ObjectRef] = {}
         self._moved: dict[str, list[str]] = {}
@@ -161,8 +189,7 @@ class Deployment:
                 resources={device: 1}, num_cpus=0, max_restarts=self.max_restarts, max_task_retries=0,
             ).remote(device, self.threads)
         try:
-            self._host()
-            self._build_graph()
+            self._bring_up()
         except BaseException:
             self.close()
             raise
@@ -247,6 +274,35 @@ class Deployment:
         del values
         return answer
 
+    def _bring_up(self) -> None:
+        """Host every part and compile the graph. A machine that fails meanwhile (at start-up, or while a
+        recovery hosts parts again) is recovered as one failing mid-stream is."""
+        try:
+            self._learn_pids()
+            self._host()
+            self._build_graph()
+            if self.graph == "plain" and self.compiled and self._census() != ([], {}):
+                # the graph did not compile because an actor died meanwhile: recover, then compile again
+                raise rex.RayActorError()
+        except FAILURES as error:  # ActorUnavailableError (restarting) is one
+            self._recover(error, 0)
+
+    def _census(self) -> tuple[list[str], dict[str, int]]:
+        """The machines whose actors are gone for good, and those Ray restarted (device -> the new process id)."""
+        lost, restarted = [], {}
+        for device, actor in list(self.actors.items()):
+            info = _ping(actor, self.restart_timeout_s)
+            if info is None:
+                lost.append(device)
+            elif device in self.pids and info["pid"] != self.pids[device]:
+                restarted[device] = info["pid"]
+        return lost, restarted
+
+    def _learn_pids(self) -> None:
+        """The process id of every actor not known yet, so that one restarted while its parts are sent is seen."""
+        unknown = {d: a.ping.remote() for d, a in self.actors.items() if d not in self.pids}
+        self.pids.update({d: info["pid"] for d, info in _get(unknown, self.restart_timeout_s).items()})
+
     def _host(self) -> None:
         """Send every actor the parts placed on it that it does not hold yet (all of them after a restart)."""
         by_device: dict[str, list[Step]] = {d: [] for d in self.actors}
@@ -262,8 +318,6 @@ class Deployment:
                       self.restart_timeout_s)
         for device, backends in loaded.items():
             self.backends.update(backends)
-        self.pids = {d: info["pid"] for d, info in _get({d: a.ping.remote() for d, a in self.actors.items()},
-                                                          self.restart_timeout_s).items()}
 
     def _build_graph(self) -> None:
         from ray.dag import InputNode, MultiOutputNode
@@ -308,22 +362,19 @@ class Deployment:
             self._compiled_dag = None
 
     def _recover(self, error: Exception, in_flight: int) -> None:
-        if len(self.recoveries) >= self.max_recoveries:
-            raise HalocutError(f"giving up after {len(self.recoveries)} recoveries; last failure: "
+        """Restart or replan after ``error``, host the parts again and rebuild the graph; a failure meanwhile is
+        recovered in turn, up to ``max_recoveries`` failures in all."""
+        if self._failures >= self.max_recoveries:
+            raise HalocutError(f"giving up after {self._failures} recoveries; last failure: "
                                f"{one_line(error, first=True)}") from None
+        self._failures += 1
         start = time.perf_counter()
         self._teardown()
-        lost, restarted = [], []
-        for device, actor in list(self.actors.items()):
-            info = _ping(actor, self.restart_timeout_s)
-            if info is None:
-                lost.append(device)
-            elif info["pid"] != self.pids.get(device) or set(info["parts"]) != self._parts_on(device):
-                restarted.append(device)
+        lost, restarted = self._census()
+        self.pids.update(restarted)
         for device in lost:
             self._replan(device)
-        self._host()
-        self._build_graph()
+        self._bring_up()
         seconds = time.perf_counter() - start
         for kind, devices in (("restart", restarted), ("replan", lost)):
             for device in devices:
@@ -393,7 +444,11 @@ def _get(refs: dict, timeout_s: float) -> dict:
 
 
 def _user_error(error: rex.RayTaskError) -> Exception:
+    """A part's own failure as one line; a task that failed because an actor it depends on died is that death
+    (on the plain DAG API a part receiving from a dead actor fails so), which the caller recovers from."""
     cause = getattr(error, "cause", None)
+    if isinstance(cause, FAILURES):
+        return cause
     if isinstance(cause, HalocutError):
         return HalocutError(str(cause))
     return HalocutError(f"a part failed on its actor: {one_line(cause or error, first=True)}")

@@ -309,7 +309,7 @@ def test_a_hostile_input_is_one_line_exit_2_and_leaves_nothing(label, build, tmp
     elapsed = time.monotonic() - start
     err = capsys.readouterr().err
     assert code == 2, (args, err)
-    assert err.count("\n") == 1 and err.startswith("halocut: error: "), err
+    assert err.count("\n") == 1 and err.startswith("halocut: error: ") and "\x1b" not in err, err  # no colour codes
     assert message in err, err
     assert elapsed < 10, elapsed
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing left behind

@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -142,6 +143,71 @@ class TestResnet18OverFourActors:
         (recovery,) = resnet18.recoveries[before:]
         assert recovery.kind == "replan" and recovery.device == "server"
         assert "server" not in resnet18.actors and "server" not in resnet18.placement.values()
+
+
+def kill_while_hosting(monkeypatch, device, lose=False):
+    """Make ``device``'s actor die the first time parts are sent: SIGKILL (Ray restarts it) or, with ``lose``,
+    killed for good (its machine is lost). The process ids are known by then, as in a real start-up."""
+    original, calls = Deployment._host, []
+
+    def host(self):
+        if not calls:
+            calls.append(device)
+            if lose:
+                ray.kill(self.actors[device], no_restart=True)
+            else:
+                os.kill(self.pids[device], signal.SIGKILL)
+        return original(self)
+
+    monkeypatch.setattr(Deployment, "_host", host)
+    return calls
+
+
+@pytest.mark.parametrize("lose", [False, True], ids=["restarted", "lost"])
+def test_actor_dying_while_its_parts_are_hosted_is_recovered(builds, cluster, monkeypatch, lose):
+    """Issue 18, item 15: a death during start-up gets the restart or replan a death mid-stream gets."""
+    flow = flow_from_manifest(load_manifest(builds["resnet18"]))
+    xs, expected = inputs_and_expected("resnet18", (1, 3, 64, 64), 3)
+    calls = kill_while_hosting(monkeypatch, "edge", lose)
+    with Deployment(flow, builds["resnet18"], threads=1) as deployment:
+        assert calls == ["edge"] and deployment.graph == "compiled"
+        (recovery,) = deployment.recoveries
+        assert (recovery.kind, recovery.device, recovery.resent) == ("replan" if lose else "restart", "edge", 0)
+        assert ("edge" in deployment.placement.values()) is not lose
+        answers, _ = deployment.stream(xs, window=2)
+    assert_answers(answers, expected)
+
+
+def test_start_up_gives_up_with_one_line_when_every_try_fails(builds, cluster, monkeypatch):
+    flow = flow_from_manifest(load_manifest(builds["lenet5"]))
+    original = Deployment._host
+
+    def host(self):  # every attempt meets a dead actor
+        os.kill(self.pids["board-a"], signal.SIGKILL)
+        return original(self)
+
+    monkeypatch.setattr(Deployment, "_host", host)
+    with pytest.raises(HalocutError, match=r"^giving up after 2 recoveries; last failure: ") as caught:
+        Deployment(flow, builds["lenet5"], threads=1, max_recoveries=2, max_restarts=5).start()
+    assert "\n" not in str(caught.value)
+
+
+def test_actor_killed_on_the_plain_dag_api_is_recovered(builds, cluster, capfd):
+    """On the plain API a part receiving from a dead actor fails with a task error: that is the death, recovered
+    (not "a part failed on its actor"); Ray's "(raylet) A worker died" message reaches neither stream."""
+    flow = flow_from_manifest(load_manifest(builds["lenet5"]))
+    xs, expected = inputs_and_expected("lenet5", flow.input_shape, 8)
+    with Deployment(flow, builds["lenet5"], threads=1, compiled=False) as deployment:
+        def kill(index):
+            if index == 2:
+                os.kill(deployment.pid("board-a"), signal.SIGKILL)
+
+        answers, _ = deployment.stream(xs, window=3, on_answer=kill)
+        assert [r.kind for r in deployment.recoveries] == ["restart"]
+        time.sleep(2)  # Ray's driver polls the raylets' error messages
+    assert_answers(answers, expected)
+    out, err = capfd.readouterr()
+    assert "A worker died" not in out + err and "(raylet)" not in out + err
 
 
 def test_yolov2_over_four_actors(builds, cluster):
