@@ -3,7 +3,7 @@ super-resolution net, taken through every step a user takes (``halocut.compiler.
 halocut and offload on two example topologies (every plan run beside the model), a forced tiled plan on the
 first splittable volume, both compiled with ``--backends onnx,torch`` and every artifact verified.
 
-    .venv/bin/python benchmarks/zoo.py [--models resnet18,unet] [--timeout 900] [--json results.json]
+    .venv/bin/python benchmarks/zoo.py [--models resnet18,unet] [--timeout 900] [--json results.json [--resume]]
 
 Each model runs in its own process (a crash or a hang is that model's failure, ended after --timeout).
 Input 1x3x96x96, except the models whose input size is fixed (ViT, MaxViT: 224) and halocut's own (64).
@@ -39,8 +39,11 @@ def shape_for(model: str):
 
 
 def all_models() -> list[str]:
-    return [*torchvision.models.list_models(module=torchvision.models),
-            *torchvision.models.list_models(module=torchvision.models.segmentation), *OWN]
+    """The own models, then torchvision's classifiers and segmentation models, smallest first (parameters, from
+    the weights' metadata: nothing is downloaded), so a run that is cut short has covered the most models."""
+    zoo = [*torchvision.models.list_models(module=torchvision.models),
+           *torchvision.models.list_models(module=torchvision.models.segmentation)]
+    return [*OWN, *sorted(zoo, key=lambda m: torchvision.models.get_model_weights(m).DEFAULT.meta["num_params"])]
 
 
 def one(model: str) -> None:
@@ -67,7 +70,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", help="comma-separated names (default: the whole zoo)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per model")
-    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--json", help="write the results here (after each model)")
+    parser.add_argument("--resume", action="store_true", help="keep the models --json already holds; run the rest")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -76,6 +80,12 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     models = args.models.split(",") if args.models else all_models()
     results = []
+    if args.resume:
+        if not args.json:
+            parser.error("--resume needs --json")
+        if Path(args.json).exists():
+            results = [r for r in json.loads(Path(args.json).read_text()) if r["model"] in models]
+        models = [m for m in models if m not in {r["model"] for r in results}]
     for model in track(models, description="zoo"):
         results.append(trial(model, args.timeout))
         if args.json:
