@@ -351,10 +351,13 @@ def _flops(kind: str, attrs: dict, inputs: list, outputs: list) -> int:
 def value_bytes(node: fx.Node, region=None) -> float:
     """Bytes of a node's value (float32 for a graph input), or of a region's share of a feature map.
 
-    This is what a transfer of the value, or of a tile of it, moves.
+    This is what a transfer of the value, or of a tile of it, moves. A value that is not a tensor (a
+    module's ``(output, None)``) has no ``tensor_meta``; its layer still counts the tensors it holds.
     """
     layer = node.meta.get("layer")
-    meta = node.meta["tensor_meta"]
+    meta = node.meta.get("tensor_meta")
+    if layer is None and not hasattr(meta, "shape"):
+        raise HalocutError(f"node '{node.name}': its value is not a tensor, so it has no size to send")
     total = float(layer.output_bytes if layer is not None else meta.shape.numel() * 4)
     if region is None:
         return total

@@ -112,7 +112,11 @@ class Topology:
 
     def route(self, source: str, target: str) -> list[Link]:
         """The links a message takes from ``source`` to ``target``: fewest hops, then least latency."""
-        return _routes(self)[(source, target)]
+        routes = self.__dict__.get("_route_table")
+        if routes is None:  # kept on the instance: hashing a topology's fields for a cache costs more than a route
+            routes = _routes(self)
+            object.__setattr__(self, "_route_table", routes)
+        return routes[(source, target)]
 
     def bandwidth_at(self, target: str, time_s: float, default: float) -> float:
         """A link's or medium's bandwidth at ``time_s`` under the trace (``default`` when none applies)."""

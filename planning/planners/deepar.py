@@ -6,7 +6,7 @@ relayed through edge server j (w_{i,j+m}: the edge computes nothing); and the
 device, edge server j and the cloud (w_{i,j+2m}). Every pair of cut positions
 k1 <= k2 over positions where one tensor crosses (the paper's layer chains),
 for every edge server and cloud, is priced by DeePar's own segment tables
-(:func:`halocut.planning.scheduling.costs.model_costs`: each segment's compute
+(:func:`halocut.planning.scheduling.costs.segment_costs`: each segment's compute
 seconds on each machine, pointwise ops fused as in a part, and the tensor at
 each cut sent over the route); the :data:`SIMULATED` cheapest are scored by the
 simulator and the best is kept. Pricing every pair and simulating all of them
@@ -19,7 +19,7 @@ from torch import fx
 
 from halocut.ir.errors import HalocutError
 from halocut.ir.plan import Plan
-from halocut.planning.scheduling.costs import model_costs
+from halocut.planning.scheduling.costs import segment_costs
 from halocut.planning.search.cuts import cut_positions, segments_plan
 from halocut.runtime.simulate import simulate
 from halocut.targets.cost import CostModel
@@ -40,7 +40,7 @@ def plan_deepar(graph: fx.GraphModule, model: str, input_shape: tuple[int, ...],
         choices += [((k1,), (device, edge)) for k1 in positions if k1 < last]
         for cloud in clouds:
             choices += [((k1, k2), (device, edge, cloud)) for k1 in positions for k2 in positions if k1 <= k2 < last]
-    price = _chain_price(graph, topology, cost, positions, [device, *edges, *clouds])
+    price = _chain_price(graph, topology, cost, [device, *edges, *clouds])
     ranked = sorted(choices, key=price)[:SIMULATED]  # stable: ties keep the paper's enumeration order
     plans = [segments_plan(graph, model, input_shape, list(bounds), list(machines), "deepar")
              for bounds, machines in ranked]
@@ -50,19 +50,18 @@ def plan_deepar(graph: fx.GraphModule, model: str, input_shape: tuple[int, ...],
 SIMULATED = 16  # the cheapest choices by the segment tables that the simulator scores
 
 
-def _chain_price(graph: fx.GraphModule, topology: Topology, cost: CostModel, positions: list[int],
-                 machines: list[str]):
+def _chain_price(graph: fx.GraphModule, topology: Topology, cost: CostModel, machines: list[str]):
     """Seconds of one request through consecutive single-device segments, from the segment tables."""
     requester = topology.device(machines[0])
-    tables = {}
-    for name in machines:
-        costs = model_costs(graph, requester, topology.device(name), topology.device(name), cost)
-        tables[name] = costs.device if name == requester.name else costs.edge
-    at = {p: i for i, p in enumerate(positions)}
-    sent = costs.crossing_bytes  # the model input at position 0, its output at the last
+    positions, tables, sent = segment_costs(graph, [topology.device(name) for name in machines], cost)
+    at = {p: i for i, p in enumerate(positions)}  # sent: the model input at position 0, its output at the last
+    moves: dict[tuple[str, str, int], float] = {}
 
     def move(source: str, target: str, position: int) -> float:
-        return sum(link.transfer_s(sent[at[position]]) for link in topology.route(source, target))
+        key = (source, target, position)
+        if key not in moves:
+            moves[key] = sum(link.transfer_s(sent[at[position]]) for link in topology.route(source, target))
+        return moves[key]
 
     def price(choice) -> float:
         bounds, devices = choice

@@ -38,7 +38,7 @@ import numpy as np
 from torch import fx
 
 from halocut.ir.graph import compute_nodes
-from halocut.planning.search.cuts import crossing, cut_positions
+from halocut.planning.search.cuts import cut_positions
 from halocut.targets.cost import CostModel, fusable
 from halocut.targets.topology import Device
 
@@ -129,13 +129,24 @@ def _best(costs: ModelCosts, kind: str, b1: float, b2: float, input_bytes: float
 def model_costs(graph: fx.GraphModule, device: Device, edge: Device, cloud: Device,
                 cost: CostModel | None = None) -> ModelCosts:
     """:class:`ModelCosts` of a prepared graph on the three machines."""
+    positions, tables, crossing_bytes = segment_costs(graph, [device, edge, cloud], cost)
+    return ModelCosts(positions, tables[device.name], tables[edge.name], tables[cloud.name], crossing_bytes)
+
+
+def segment_costs(graph: fx.GraphModule, machines: list[Device], cost: CostModel | None = None,
+                  ) -> tuple[list[int], dict[str, np.ndarray], np.ndarray]:
+    """The single-tensor cut positions, each machine's segment table over them (one per machine name), and the
+    bytes crossing each position."""
     cost = cost or CostModel()
     nodes = compute_nodes(graph)
     positions = cut_positions(graph, max_crossing=1)
     index = {n.name: i for i, n in enumerate(nodes)}
     sources = [_fused_source(n, index) for n in nodes]
-    tables = [_segments(cost, machine, nodes, sources, positions) for machine in (device, edge, cloud)]
-    return ModelCosts(positions, *tables, np.array([_crossing_bytes(graph, nodes, k) for k in positions], float))
+    tables = {}
+    for machine in machines:
+        if machine.name not in tables:
+            tables[machine.name] = _segments(cost, machine, nodes, sources, positions)
+    return positions, tables, _crossing_bytes(graph, nodes, positions)
 
 
 def _fused_source(node: fx.Node, index: dict[str, int]) -> int:
@@ -160,16 +171,28 @@ def _segments(cost: CostModel, machine: Device, nodes: list[fx.Node], sources: l
     return table
 
 
-def _crossing_bytes(graph: fx.GraphModule, nodes: list[fx.Node], position: int) -> float:
-    if position == len(nodes):
-        returned = [n for n in graph.graph.nodes if n.op == "output"][0].all_input_nodes
-        return float(sum(_value_bytes(n) for n in returned))
-    if position == 0:
-        return float(sum(_value_bytes(n) for n in graph.graph.nodes if n.op == "placeholder"))
-    before = {n.name for n in nodes[:position]}
-    crossing_values = {s for n in nodes[position:] for s in n.all_input_nodes if s.name in before}
-    assert crossing(graph, position) == len(crossing_values)
-    return float(sum(_value_bytes(n) for n in crossing_values))
+def _crossing_bytes(graph: fx.GraphModule, nodes: list[fx.Node], positions: list[int]) -> np.ndarray:
+    """Bytes crossing each position: the input at 0, the outputs at the end, between them the values a compute
+    node makes before the position and one uses from it on."""
+    index = {n.name: i for i, n in enumerate(nodes)}
+    last = {}
+    for i, node in enumerate(nodes):
+        for source in node.all_input_nodes:
+            if source.name in index:
+                last[source] = i
+    made = np.array([index[s.name] for s in last], dtype=np.int64)
+    used = np.array(list(last.values()), dtype=np.int64)
+    sizes = np.array([_value_bytes(s) for s in last], dtype=float)
+    crossing = []
+    for position in positions:
+        if position == len(nodes):
+            returned = [n for n in graph.graph.nodes if n.op == "output"][0].all_input_nodes
+            crossing.append(float(sum(_value_bytes(n) for n in returned)))
+        elif position == 0:
+            crossing.append(float(sum(_value_bytes(n) for n in graph.graph.nodes if n.op == "placeholder")))
+        else:
+            crossing.append(float(sizes[(made < position) & (used >= position)].sum()))
+    return np.array(crossing, float)
 
 
 def _value_bytes(node: fx.Node) -> float:

@@ -23,7 +23,7 @@ from halocut.ir.layers import value_bytes
 from halocut.ir.ops import POINTWISE
 from halocut.ir.plan import Cluster, Hop, Plan, Stage, Tile, check_fc, check_single_output
 from halocut.ir.regions import Region
-from halocut.planning.search.cuts import crossing
+from halocut.planning.search.cuts import crossings as all_crossings
 from halocut.planning.search.layers import layer_groups, split_rows, splittable
 from halocut.planning.search.volume_cost import VolumeTables, device_key, height, min_max_rows, row_bytes
 from halocut.targets.cost import CostModel, fusable
@@ -50,7 +50,7 @@ class BoundarySearch:
         self.nodes = compute_nodes(graph)
         self.index = {n.name: i for i, n in enumerate(self.nodes)}
         starts = [self.index[g[0].name] for g in layer_groups(graph)]
-        crossings = {p: crossing(graph, p) for p in starts if p > 0}
+        crossings = all_crossings(graph)
         self.positions = [p for p in starts if p == 0 or crossings[p] <= 2] + [len(self.nodes)]
         # volumes start and end where one tensor crosses: inside a residual block a volume would leave the skip
         # behind on the requester (priced, but never the cheapest), and the pairs grow as positions squared
@@ -76,6 +76,9 @@ class BoundarySearch:
         self.device_keys = [device_key(d) for d in devices]
         self.kinds = list(dict.fromkeys(self.device_keys))
         self.fc_segments: dict[tuple[int, int], bool] = {}
+        self.fc_cache: dict[int, set[int]] = {}
+        self.layer_kinds = [n.meta["layer"].kind for n in self.nodes]
+        self.volume_cache: dict[int, set[int]] = {}
         self.matrix_key, self.matrix = None, None
         to_device = [self.link(self.requester, d.name, shared=True) for d in devices]
         halo = [self.halo_link(d.name) for d in devices]
@@ -411,67 +414,108 @@ class BoundarySearch:
         fixed, per_byte = (np.array([[self.link(h, d.name)[k] for d in self.devices] + [0.0] for h in holders])
                            for k in (0, 1))
         prefix = np.array([self.prefix[device_key(d)] for d in self.devices] + [[0.0] * (len(self.nodes) + 1)])
-        columns = np.arange(len(self.devices))
-        best = {p: np.full(len(holders) + 1, np.inf) for p in self.positions}
+        columns = len(self.devices)
+        positions = np.array(self.positions)
+        row = {p: r for r, p in enumerate(self.positions)}
+        best = np.full((len(positions), len(holders) + 1), np.inf)  # (position, holder) -> cheapest arrival
+        # how each (position, holder) was reached: a single-device step from (single_from, single_origin) when
+        # by_single, else back's (previous position, previous holder, step); arrays, as single steps are most
         back: dict[tuple[int, int], tuple[int, int, Step]] = {}
-        best[0][slot[self.requester]] = 0.0
+        by_single = np.zeros((len(positions), columns), bool)
+        single_from = np.zeros((len(positions), columns), np.int64)
+        single_origin = np.zeros((len(positions), columns), np.int64)
+        best[0, slot[self.requester]] = 0.0
         spread = slot[SPREAD]
-        for i in self.positions:
-            reached = np.flatnonzero(np.isfinite(best[i][:-1]))
+        for r, i in enumerate(self.positions):
+            reached = np.flatnonzero(np.isfinite(best[r, :-1]))
             from_spread = (i, spread) in back
             if not reached.size and not from_spread:
                 continue
+            if r + 1 == len(positions):
+                continue
             # one device takes the segment: from any device holding the tensor (vectorised over holders)
-            arrive = [best[i][reached, None] + fixed[reached, :-1] + per_byte[reached, :-1] * self.crossing_bytes(i)]
+            arrive = [best[r, reached, None] + fixed[reached, :-1] + per_byte[reached, :-1] * self.crossing_bytes(i)]
             origin = list(reached)
             if from_spread:
-                arrive.append(best[i][spread] + self.gather(i, back[i, spread][2])[None, :])
+                arrive.append(best[r, spread] + self.gather(i, back[i, spread][2])[None, :])
                 origin.append(spread)
             arrive = np.concatenate(arrive)
             origin = np.array(origin)
-            later = [p for p in self.positions if p > i]
-            if not later:
-                continue
+            later = positions[r + 1:]
             # every later position at once: (origin, position, device) -> the cheapest origin per (position, device)
             price = arrive[:, None, :] + (prefix[:-1, later] - prefix[:-1, i, None]).T[None, :, :]
             which = price.argmin(axis=0)
             cheapest = np.take_along_axis(price, which[None], axis=0)[0]
-            for a, k in zip(*np.nonzero(cheapest < np.array([best[j][:len(columns)] for j in later]))):
-                j = later[a]
-                best[j][k] = cheapest[a, k]
-                back[j, k] = (i, int(origin[which[a, k]]), Step(i, j, holders[k], device=holders[k]))
-            for j in later:
-                if variant in ("all", "aligned") and self.is_fc(i, j):
+            better = cheapest < best[r + 1:, :columns]
+            best[r + 1:, :columns][better] = cheapest[better]
+            by_single[r + 1:][better] = True
+            single_from[r + 1:][better] = i
+            single_origin[r + 1:][better] = origin[which][better]
+            fc = self.fc_targets(r) if variant in ("all", "aligned") else ()
+            volumes = self.volume_targets(r) if variant != "stages" else ()
+            for j in sorted({*fc, *volumes}):  # graph order, an fc move before a volume move, as they compete
+                if j in fc:
                     for h in reached:  # from one holder; a spread tensor is gathered by a single stage first
                         price, clusters = self.fc_split(i, j, holders[h])
                         k = slot[self.requester]
-                        if len(clusters) > 1 and best[i][h] + price < best[j][k]:
-                            best[j][k] = best[i][h] + price
+                        if len(clusters) > 1 and best[r, h] + price < best[row[j], k]:
+                            best[row[j], k] = best[r, h] + price
                             back[j, k] = (i, int(h), Step(i, j, self.requester, clusters=clusters))
-                if variant == "stages":
+                            if k < columns:
+                                by_single[row[j], k] = False
+                if j not in volumes:
                     continue
                 for h in (slot[self.requester], spread):
-                    if not np.isfinite(best[i][h]) or (h == spread and not from_spread):
+                    if not np.isfinite(best[r, h]) or (h == spread and not from_spread):
                         continue
                     holder = holders[h] if h < len(holders) else SPREAD
                     for step, price in self.volume_moves(i, j, holder, variant, split):
                         k = slot[step.holder]
-                        if best[i][h] + price < best[j][k]:
-                            best[j][k] = best[i][h] + price
+                        if best[r, h] + price < best[row[j], k]:
+                            best[row[j], k] = best[r, h] + price
                             back[j, k] = (i, h, step)
+                            if k < columns:
+                                by_single[row[j], k] = False
         end = len(self.nodes)
-        finals = [best[end][k] + fixed_to + per * self.output_bytes() for k, (fixed_to, per) in
+        finals = [best[-1, k] + fixed_to + per * self.output_bytes() for k, (fixed_to, per) in
                   enumerate(self.link(h, self.requester) for h in holders)]
         if not np.isfinite(min(finals)):
             return None
         state = (end, int(np.argmin(finals)))
         self.estimate = float(min(finals))
         steps = []
-        while state in back:
-            i, h, step = back[state]
-            steps.append(step)
-            state = (i, h)
-        return steps[::-1]
+        while True:
+            j, k = state
+            if k < columns and by_single[row[j], k]:
+                i = int(single_from[row[j], k])
+                steps.append(Step(i, j, holders[k], device=holders[k]))
+                state = (i, int(single_origin[row[j], k]))
+            elif state in back:
+                i, h, step = back[state]
+                steps.append(step)
+                state = (i, h)
+            else:
+                return steps[::-1]
+
+    def fc_targets(self, r: int) -> set[int]:
+        """The later positions ``j`` such that nodes ``positions[r]:j`` are an fc segment (cached)."""
+        if r not in self.fc_cache:
+            i, kinds = self.positions[r], self.layer_kinds
+            if i == len(self.nodes) or kinds[i] != "linear":
+                self.fc_cache[r] = set()
+            else:  # no fc segment holds a second linear layer or a layer that is neither linear nor pointwise
+                stop = next((m for m in range(i + 1, len(kinds)) if kinds[m] == "linear" or kinds[m] not in POINTWISE),
+                            len(kinds))
+                self.fc_cache[r] = {j for j in self.positions[r + 1:] if j <= stop and self.is_fc(i, j)}
+        return self.fc_cache[r]
+
+    def volume_targets(self, r: int) -> set[int]:
+        """The later positions ``j`` such that nodes ``positions[r]:j`` are a spatial volume (cached)."""
+        if r not in self.volume_cache:
+            i = self.positions[r]
+            self.volume_cache[r] = ({j for j in self.positions[r + 1:] if j in self.volume_positions
+                                     and self.is_volume(i, j)} if i in self.volume_positions else set())
+        return self.volume_cache[r]
 
     def volume_moves(self, i: int, j: int, holder: str, variant: str, split: tuple | None):
         if i not in self.volume_positions or j not in self.volume_positions or not self.is_volume(i, j):

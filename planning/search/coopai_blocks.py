@@ -55,6 +55,7 @@ class Blocks:
         self.first = [self.position[unit.nodes[0].name] for unit in units]
         self.last = [self.position[unit.nodes[-1].name] for unit in units]
         self._latency: dict = {}
+        self._reads: dict[tuple[str, str, Region], Region] = {}
 
     @cached_property
     def last_use(self) -> list[float]:
@@ -156,13 +157,21 @@ class Blocks:
             need = needs.get(node.name)
             if need is None or node.meta["layer"].kind == "size":
                 continue
-            rule = halo_rule(node)
             for source in tensor_inputs(node):
-                shape = tuple(source.meta["tensor_meta"].shape)
-                wanted = EMPTY if need.is_empty() else rule(node.meta["layer"], need, shape).clip(*shape[-2:])
+                wanted = self._wanted(node, source, need)
                 reads[(node.name, source.name)] = wanted
                 needs[source.name] = needs[source.name].union(wanted) if source.name in needs else wanted
         return needs, reads
+
+    def _wanted(self, node: fx.Node, source: fx.Node, need: Region) -> Region:
+        """The region of ``source`` that ``node`` reads to compute ``need`` (cached: walks from different last
+        units and tiles meet the same regions, the whole map most often)."""
+        key = (node.name, source.name, need)
+        if key not in self._reads:
+            shape = tuple(source.meta["tensor_meta"].shape)
+            self._reads[key] = EMPTY if need.is_empty() else \
+                halo_rule(node)(node.meta["layer"], need, shape).clip(*shape[-2:])
+        return self._reads[key]
 
     def _unit_latencies(self, t: int, start: int, j: int, needs: dict[str, Region]) -> list[float]:
         device, latencies = self.devices[t], []
@@ -190,13 +199,15 @@ class Blocks:
         edges = [(n.name, s) for n in self.nodes[begin:end + 1] for s in tensor_inputs(n)
                  if self.position.get(s.name, -1) < begin]
         moved = [0.0] * k
-        for source in dict.fromkeys(s for _, s in edges):
+        readers: dict[fx.Node, list[str]] = {}
+        for name, s in edges:
+            readers.setdefault(s, []).append(name)
+        for source, names in readers.items():
             needs = []
             for _, reads in walks:
                 need = EMPTY
-                for name, s in edges:
-                    if s is source:
-                        need = need.union(reads[(name, s.name)])
+                for name in names:
+                    need = need.union(reads[(name, source.name)])
                 needs.append(need)
             held = self._layout(source, k)
             if held is None and source.name in self.unit_of and self.units[self.unit_of[source.name]].kind == "conv":

@@ -21,15 +21,46 @@ from halocut.ir.plan import Plan, Stage
 
 def crossing(graph: fx.GraphModule, position: int) -> int:
     """How many values cross a cut after ``position`` compute nodes (the model input counts at 0)."""
+    return crossings(graph)[position]
+
+
+UNCUTTABLE = 1 << 20  # what a value that is not a tensor counts for: more than any cut may carry
+
+
+def crossings(graph: fx.GraphModule) -> list[int]:
+    """:func:`crossing` at every position 0 .. number of compute nodes, in one sweep over the edges.
+
+    A value made by compute node ``d`` (a placeholder: before position 0) and last used by compute node
+    ``u`` crosses every position from ``d + 1`` to ``u``. A value that is neither a tensor nor a tuple of
+    tensors (``nn.MultiheadAttention``'s ``(output, None)``, read by a ``getitem``) has no size to send
+    between machines: it counts :data:`UNCUTTABLE`, so no cut falls where it crosses.
+    """
     nodes = compute_nodes(graph)
-    before = {n.name for n in nodes[:position]} | {n.name for n in graph.graph.nodes if n.op == "placeholder"}
-    return len({s.name for n in nodes[position:] for s in n.all_input_nodes if s.name in before})
+    made = {n.name: 0 for n in graph.graph.nodes if n.op == "placeholder"}
+    made.update({n.name: i + 1 for i, n in enumerate(nodes)})
+    last: dict[str, int] = {}
+    for i, node in enumerate(nodes):
+        for source in node.all_input_nodes:
+            if source.name in made:
+                last[source.name] = i
+    steps = [0] * (len(nodes) + 2)
+    weight = {n.name: 1 if "tensor_meta" in n.meta or n.op == "placeholder" else UNCUTTABLE for n in nodes}
+    for name, used in last.items():
+        if made[name] <= used:
+            steps[made[name]] += weight.get(name, 1)
+            steps[used + 1] -= weight.get(name, 1)
+    counts, running = [], 0
+    for step in steps[:-1]:
+        running += step
+        counts.append(running)
+    return counts
 
 
 def cut_positions(graph: fx.GraphModule, max_crossing: int = 2) -> list[int]:
     """Every position (0 .. number of nodes) where at most ``max_crossing`` tensors cross."""
-    count = len(compute_nodes(graph))
-    return [k for k in range(count + 1) if k in (0, count) or crossing(graph, k) <= max_crossing]
+    counts = crossings(graph)
+    count = len(counts) - 1
+    return [k for k in range(count + 1) if k in (0, count) or counts[k] <= max_crossing]
 
 
 def segments_plan(graph: fx.GraphModule, model: str, input_shape: tuple[int, ...], bounds: list[int],

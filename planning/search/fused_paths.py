@@ -39,7 +39,7 @@ from halocut.ir.ops import POINTWISE
 from halocut.ir.plan import Hop, Plan, Stage, Tile
 from halocut.ir.regions import Region
 from halocut.passes.halo import compute_halos, has_halo_rule
-from halocut.planning.search.cuts import crossing
+from halocut.planning.search.cuts import crossings
 from halocut.planning.search.layers import split_rows
 from halocut.targets.cost import CostModel
 from halocut.targets.topology import Link, Topology
@@ -82,7 +82,8 @@ class FusedCase:
 def fused_units(graph: fx.GraphModule) -> tuple[list[list[str]], list[str]]:
     """The leading spatially splittable units (node names) and the names of every node after them."""
     nodes = compute_nodes(graph)
-    bounds = [k for k in range(1, len(nodes)) if _chain_position(graph, nodes, k)]
+    counts = crossings(graph)
+    bounds = [k for k in range(1, len(nodes)) if _chain_position(nodes, counts, k)]
     units, start = [], 0
     for stop in [*bounds, len(nodes)]:
         unit = nodes[start:stop]
@@ -93,9 +94,9 @@ def fused_units(graph: fx.GraphModule) -> tuple[list[list[str]], list[str]]:
     return units, [n.name for n in nodes[start:]]
 
 
-def _chain_position(graph: fx.GraphModule, nodes: list[fx.Node], k: int) -> bool:
+def _chain_position(nodes: list[fx.Node], counts: list[int], k: int) -> bool:
     """One tensor, the previous node's, crosses after ``k`` nodes, and no activation is cut from its layer."""
-    if nodes[k].meta["layer"].kind in POINTWISE or crossing(graph, k) != 1:
+    if nodes[k].meta["layer"].kind in POINTWISE or counts[k] != 1:
         return False
     return any(s is nodes[k - 1] for n in nodes[k:] for s in n.all_input_nodes)
 

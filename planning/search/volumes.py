@@ -25,7 +25,7 @@ from halocut.ir.errors import HalocutError
 from halocut.ir.graph import compute_nodes
 from halocut.ir.plan import Hop, Stage, Tile, check_single_output
 from halocut.ir.regions import Region
-from halocut.planning.search.cuts import crossing
+from halocut.planning.search.cuts import crossings
 from halocut.planning.search.layers import layer_groups, split_rows, splittable
 from halocut.targets.topology import Device, Topology
 
@@ -68,7 +68,8 @@ def is_closed(nodes: list[fx.Node]) -> bool:
 def boundaries(graph: fx.GraphModule, segment: Segment) -> list[int]:
     """Group indices where a volume may start or end: the segment's ends, and where one tensor crosses."""
     position = {n.name: i for i, n in enumerate(compute_nodes(graph))}
-    inner = [k for k in range(1, len(segment.groups)) if crossing(graph, position[segment.groups[k][0].name]) == 1]
+    counts = crossings(graph)
+    inner = [k for k in range(1, len(segment.groups)) if counts[position[segment.groups[k][0].name]] == 1]
     return [0, *inner, len(segment.groups)]
 
 

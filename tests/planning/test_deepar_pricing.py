@@ -26,7 +26,7 @@ def test_the_price_is_the_simulated_latency_and_the_plan_the_exhaustive_one(mode
     topology = load_topology(ROOT / f"examples/topologies/{topology_name}.yaml")
     device, edges, clouds = roles(topology)
     positions = cut_positions(prepared.graph, max_crossing=1)
-    price = _chain_price(prepared.graph, topology, cost, positions, [device, *edges, *clouds])
+    price = _chain_price(prepared.graph, topology, cost, [device, *edges, *clouds])
 
     def latency(bounds, machines):
         plan = segments_plan(prepared.graph, model, prepared.input_shape, list(bounds), list(machines), "deepar")
