@@ -77,6 +77,8 @@ class BoundarySearch:
         self.kinds = list(dict.fromkeys(self.device_keys))
         self.fc_segments: dict[tuple[int, int], bool] = {}
         self.fc_cache: dict[int, set[int]] = {}
+        self.ending_cache: dict[tuple[int, str, int], tuple] = {}
+        self.volume_member = [splittable(n) or n.meta["layer"].kind == "size" for n in self.nodes]
         self.layer_kinds = [n.meta["layer"].kind for n in self.nodes]
         self.volume_cache: dict[int, set[int]] = {}
         self.matrix_key, self.matrix = None, None
@@ -236,22 +238,47 @@ class BoundarySearch:
         return total
 
     def compute_stack(self, start: int, end: int, anchor: str) -> np.ndarray:
-        """Compute seconds for ``n`` output rows of the volume, one row per device (pointwise ops fused)."""
+        """Compute seconds for ``n`` output rows of the volume, one row per device (pointwise ops fused).
+
+        A member's rows come from a walk back from the volume's last node that meets only members' users
+        (only the last node is read outside a volume), so they do not depend on where the volume starts:
+        :meth:`_ending_at` walks once per end and keeps running sums; a volume starting at ``start`` adds back
+        the pointwise ops that are fused only when their producer, before ``start``, is inside.
+        """
         key = (start, end, anchor)
         if key not in self.compute_cache:
-            needs = self.flows(start, end, anchor)[0]
-            volume = self.nodes[start:end]
-            members = {n.name for n in volume}
-            counted = [n for n in volume if n.meta.get("layer") is not None and
-                       not (n.meta["layer"].kind in POINTWISE and fusable(n, members))]
-            tables = {}
-            for kind in self.kinds:
-                total = np.zeros(height(volume[-1]) + 1)
-                for node in counted:
-                    total += self.tables.node_latency(node, kind)[needs[node.name]]
-                tables[kind] = total
-            self.compute_cache[key] = np.stack([tables[k] for k in self.device_keys])
+            first, sums, producer, rows = self._ending_at(end, anchor, start)
+            total = sums[start - first] - sums[end - first]
+            unfused = (producer[start - first:] >= first) & (producer[start - first:] < start)
+            if unfused.any():
+                total = total + rows[start - first:][unfused].sum(axis=0)
+            self.compute_cache[key] = total
         return self.compute_cache[key]
+
+    def _ending_at(self, end: int, anchor: str, start: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+        """For the volumes ending at ``end``: the first position they can start at (``start`` if earlier); from
+        each start on, the running sums of the members' compute seconds (device, output rows), a pointwise op
+        counted fused when its producer is at or after that first position; per node, the index of the producer
+        it fuses into (-1: none) and its own seconds."""
+        first = min(start, next((m for m in range(end - 1, -1, -1) if not self.volume_member[m]), -1) + 1)
+        key = (end, anchor, first)
+        if key not in self.ending_cache:
+            volume = self.nodes[first:end]
+            needs = self.tables.needs(volume, anchor) if volume else {}
+            rows = np.zeros((len(volume), len(self.devices), height(volume[-1]) + 1 if volume else 1))
+            producer = np.full(len(volume), -1)
+            everything = set(self.index)
+            for m, node in enumerate(volume):
+                if node.meta.get("layer") is None or node.name not in needs:
+                    continue
+                by_kind = {kind: self.tables.node_latency(node, kind)[needs[node.name]] for kind in self.kinds}
+                rows[m] = np.stack([by_kind[k] for k in self.device_keys])
+                if node.meta["layer"].kind in POINTWISE and fusable(node, everything):
+                    producer[m] = self.index[next(n for n in node.all_input_nodes if n.op != "get_attr").name]
+            counted = np.where((producer >= first)[:, None, None], 0.0, rows)
+            sums = np.concatenate([np.cumsum(counted[::-1], axis=0)[::-1], np.zeros((1, *rows.shape[1:]))])
+            self.ending_cache[key] = (first, sums, producer, rows)
+        return self.ending_cache[key]
 
     def halo_link(self, device: str) -> tuple[float, float]:
         """(fixed, per byte) of the halo a device of a spread volume gets: from the nearest other device over

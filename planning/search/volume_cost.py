@@ -81,6 +81,8 @@ class VolumeTables:
         last = volume[-1]
         needs = {last.name: np.arange(height(last) + 1)}
         for node in reversed(volume):
+            if node.name not in needs:  # feeds nothing of the volume's output (only in a walk past a volume's start)
+                continue
             for source in tensor_inputs(node):
                 table = self.rows_in.get((node.name, source.name, anchor))
                 wanted = table[needs[node.name]] if table is not None else np.ones_like(needs[node.name])
