@@ -154,6 +154,23 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument("--force", action="store_true", help="replace existing key files")
     keygen.set_defaults(drive=drive_keygen)
 
+    testbed = commands.add_parser("testbed", help="an emulated testbed on this machine: namespaces, shaped links, "
+                                                  "CPU caps, a Ray node per machine (root)")
+    testbed_commands = testbed.add_subparsers(dest="testbed_command", metavar="ACTION", parser_class=_Parser,
+                                              required=True)
+    bed_up = testbed_commands.add_parser("up", help="make the testbed of a topology")
+    bed_up.add_argument("topology", help="topology YAML file")
+    bed_up.add_argument("--name", default="bed", help="testbed name (1-16 of a-z, 0-9, '-'; default bed)")
+    bed_up.add_argument("--cpu-scale", default="auto", help="cores for the fastest device (auto: 1)")
+    bed_up.add_argument("--no-ray", action="store_true", help="network and CPU caps only, no Ray nodes")
+    bed_up.set_defaults(drive=drive_testbed_up)
+    bed_status = testbed_commands.add_parser("status", help="the testbeds that exist and what they hold")
+    bed_status.add_argument("--json", action="store_true", help="print one JSON object")
+    bed_status.set_defaults(drive=drive_testbed_status)
+    bed_down = testbed_commands.add_parser("down", help="remove exactly what 'up' made (also after a crashed up)")
+    bed_down.add_argument("--name", default="bed", help="testbed name (default bed)")
+    bed_down.set_defaults(drive=drive_testbed_down)
+
     schedule = commands.add_parser("schedule", help="schedule many tasks over edge servers and a cloud (DeePar)")
     schedule.add_argument("--workload", required=True, help="workload YAML (examples/workloads/)")
     schedule.add_argument("--policy", default="deepar", help="deepar (default), device-only, edge-only or cloud-only")
@@ -376,6 +393,47 @@ def drive_keygen(args: argparse.Namespace) -> int:
     private, public = keygen(args.key, args.force)
     print(f"private key: {private} (mode 0600; sign with halocut compile --sign {private})")
     print(f"public key: {public} (id {key_id(public.read_bytes())}; trust with halocut run --trust {public})")
+    return 0
+
+
+def drive_testbed_up(args: argparse.Namespace) -> int:
+    from halocut.runtime.testbed.bed import up
+
+    state = up(args.topology, args.name, args.cpu_scale, ray=not args.no_ray)
+    if state.head:
+        print(f"Ray head at {state.head}; run a build from the requester's namespace: ip netns exec "
+              f"{_head_namespace(state)} env RAY_AUTH_MODE=disabled halocut run BUILD --address {state.head} --plain-api")
+    return 0
+
+
+def _head_namespace(state) -> str:
+    return state.machines[state.processes[0]["machine"]]["namespace"] if state.processes else "-"
+
+
+def drive_testbed_status(args: argparse.Namespace) -> int:
+    from halocut.runtime.testbed.bed import status
+
+    beds = status()
+    if args.json:
+        print(json.dumps({"testbeds": beds}))
+        return 0
+    if not beds:
+        print("no testbed")
+    for bed in beds:
+        missing = f", missing namespaces {bed['namespaces_missing']}" if bed["namespaces_missing"] else ""
+        print(f"{bed['name']}: {'ready' if bed['ready'] else 'NOT ready (a crashed up?)'}, topology "
+              f"{bed['topology']}, head {bed['head'] or '-'}, {bed['processes_alive']}/{bed['processes']} "
+              f"processes alive{missing}; link latency {'netem' if bed['netem'] else 'not emulated'}")
+        for machine, info in bed["machines"].items():
+            print(f"  {machine}: namespace {info['namespace']}, address {info['address']}, "
+                  f"{info.get('cores', 0):.2f} cores")
+    return 0
+
+
+def drive_testbed_down(args: argparse.Namespace) -> int:
+    from halocut.runtime.testbed.bed import down
+
+    down(args.name)
     return 0
 
 

@@ -278,6 +278,11 @@ CASES = [
      "ghost"),
     ("keygen exists", lambda d, b, m: ["keygen", plan_file(d, "x")], "use --force"),
     ("keygen under a file", lambda d, b, m: ["keygen", plan_file(d, "x") + "/k"], "p.json"),
+    # testbed (refused before anything is made)
+    ("testbed down unknown", lambda d, b, m: ["testbed", "down", "--name", "nosuchbed"], "no state file"),
+    ("testbed up bad name", lambda d, b, m: ["testbed", "up", TOPOLOGY, "--name", "Bad Name"], "--name"),
+    ("testbed up topology missing", lambda d, b, m: ["testbed", "up", str(d / "t.yaml")], "does not exist"),
+    ("testbed up cpu scale zero", lambda d, b, m: ["testbed", "up", TOPOLOGY, "--cpu-scale", "0"], "--cpu-scale"),
 ]
 
 

@@ -1,0 +1,116 @@
+"""Issue 13: a testbed of three machines on this one (network namespaces, shaped links, CPU cgroups, a Ray node
+each): TCP across a shaped link runs at its configured rate, a build runs across the namespaces and verifies
+with its bytes crossing the requester's shaped veth, and ``down`` leaves nothing of it behind.
+
+Needs root and network namespaces (as on CI here); skips with the reason where they are not available."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support import ROOT
+
+HALOCUT = str(Path(sys.executable).with_name("halocut"))
+TOPOLOGY = """name: bed3
+devices:
+  - {name: cam, role: requester, kind: rpi4}
+  - {name: pi, role: edge, kind: rpi4}
+  - {name: nano, role: edge, kind: jetson-nano}
+links:
+  - {between: [cam, pi], bandwidth: 20Mbps}
+  - {between: [pi, nano], bandwidth: 50Mbps}
+"""
+SERVE = """import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((sys.argv[1], 5201)); s.listen(1)
+print("ready", flush=True); c, _ = s.accept(); n = 0
+while (b := c.recv(1 << 20)):
+    n += len(b)
+c.sendall(str(n).encode())
+"""
+SEND = """import socket, sys, time
+c = socket.create_connection((sys.argv[1], 5201)); block = b"x" * (1 << 16); total = 3 << 20
+start = time.perf_counter(); sent = 0
+while sent < total:
+    c.sendall(block); sent += len(block)
+c.shutdown(socket.SHUT_WR); got = int(c.recv(64)); print(got * 8 / (time.perf_counter() - start))
+"""
+
+
+def _namespaces_work() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root"
+    probe = f"halocut-probe-t{os.getpid()}"
+    done = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    if done.returncode:
+        return f"network namespaces unavailable: {done.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    return None
+
+
+pytestmark = pytest.mark.skipif(_namespaces_work() is not None, reason=str(_namespaces_work()))
+
+
+def tx_bytes(namespace: str, interface: str) -> int:
+    done = subprocess.run(["ip", "netns", "exec", namespace, "cat", f"/sys/class/net/{interface}/statistics/tx_bytes"],
+                          capture_output=True, text=True, check=True)
+    return int(done.stdout)
+
+
+def tcp_rate(source: str, target: str, address: str) -> float:
+    server = subprocess.Popen(["ip", "netns", "exec", target, sys.executable, "-c", SERVE, address],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().strip() == "ready"
+        done = subprocess.run(["ip", "netns", "exec", source, sys.executable, "-c", SEND, address],
+                              capture_output=True, text=True, timeout=60, check=True)
+        return float(done.stdout)
+    finally:
+        server.wait(timeout=30)
+
+
+def test_a_testbed_shapes_its_links_runs_a_build_across_them_and_leaves_nothing(tmp_path, monkeypatch):
+    from halocut.runtime.testbed.bed import down, state_dir, status, up
+    from halocut.runtime.testbed.layout import PREFIX
+
+    monkeypatch.setenv("HALOCUT_STATE", str(tmp_path / "state"))
+    name = f"ci{os.getpid() % 100000}"
+    topology = tmp_path / "bed3.yaml"
+    topology.write_text(TOPOLOGY)
+    state = up(topology, name, cpu_scale="2", log=lambda *_: None)
+    try:
+        cam, pi = state.machines["cam"], state.machines["pi"]
+        assert [b["name"] for b in status()] == [name] and status()[0]["processes_alive"] == 3
+        rate = tcp_rate(cam["namespace"], pi["namespace"], pi["address"])
+        assert 0.8 * 20e6 <= rate <= 1.2 * 20e6, rate  # the cam -- pi link is 20 Mbps
+
+        build, plan = tmp_path / "build", tmp_path / "plan.json"
+        env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+        subprocess.run([HALOCUT, "plan", "lenet5", "--topology", str(topology), "--planner", "modnn", "-o", str(plan)],
+                       check=True, capture_output=True, cwd=ROOT)
+        subprocess.run([HALOCUT, "compile", "lenet5", "--topology", str(topology), "--plan", str(plan), "-o",
+                        str(build), "--backends", "onnx,torch"], check=True, capture_output=True, cwd=ROOT)
+        interface = next(line.split(":")[1].strip().split("@")[0] for line in subprocess.run(
+            ["ip", "-n", cam["namespace"], "-o", "link", "show"], capture_output=True, text=True).stdout.splitlines()
+            if "hc" in line)
+        before = tx_bytes(cam["namespace"], interface)
+        done = subprocess.run(["ip", "netns", "exec", cam["namespace"], HALOCUT, "run", str(build), "--address",
+                               state.head, "--requests", "3", "--plain-api", "--json"], capture_output=True,
+                              text=True, env=env, timeout=400)
+        assert done.returncode == 0, done.stderr[-2000:]
+        report = json.loads(done.stdout)
+        assert report["verified"] is True and report["requests_lost"] == 0
+        assert len(report["actors"]) == 3
+        assert tx_bytes(cam["namespace"], interface) - before > 3 * 4 * 3 * 32 * 32 / 3  # input crops left cam
+    finally:
+        removed = down(name, log=lambda *_: None)
+    assert any(r.startswith("process") for r in removed) and any(r.startswith("namespace") for r in removed)
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert f"{PREFIX}-{name}-" not in listed
+    assert not [p for base in ("/sys/fs/cgroup", "/sys/fs/cgroup/cpu") for p in Path(base).glob(f"{PREFIX}-{name}-*")]
+    assert not [p["pid"] for p in state.processes if Path(f"/proc/{p['pid']}").exists()
+                and Path(f"/proc/{p['pid']}/stat").read_text().rsplit(")", 1)[1].split()[19] == p["start"]]
+    assert not [p for p in state.paths if Path(p).exists()] and not list(state_dir().glob("*.json"))
