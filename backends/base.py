@@ -123,21 +123,67 @@ def cached_emit(emit: Callable[[Part, Target, Path], Artifact], part: Part, targ
         for name in names:
             shutil.copyfile(entry / name, out_dir / name.replace("PART", part.name))
         paths = [Path(n.replace("PART", part.name)) for n in names]
+        os.utime(entry)  # used now: trimming removes the least recently used entries first
         logger.info("%s: part '%s' (%s): cache hit %s", target.backend, part.name, target.describe(), key)
         return Artifact(part.name, target.backend, target, paths[0], tuple(paths[1:]))
     artifact = emit(part, target, out_dir)
-    logger.info("%s: part '%s' (%s): compiled, cached as %s", target.backend, part.name, target.describe(), key)
     staging = entry.with_name(entry.name + f".{os.getpid()}.tmp")
-    staging.mkdir(parents=True, exist_ok=True)
     names = [p.as_posix().replace(part.name, "PART", 1) for p in (artifact.path, *artifact.extra)]
-    for path, name in zip((artifact.path, *artifact.extra), names):
-        shutil.copyfile(out_dir / path, staging / name)
-    (staging / "files").write_text("\n".join(names))
     try:
-        staging.rename(entry)
-    except OSError:  # another process cached it first
+        staging.mkdir(parents=True, exist_ok=True)
+        for path, name in zip((artifact.path, *artifact.extra), names):
+            shutil.copyfile(out_dir / path, staging / name)
+        (staging / "files").write_text("\n".join(names))
+        try:
+            staging.rename(entry)
+        except OSError:  # another process cached it first
+            shutil.rmtree(staging, ignore_errors=True)
+        logger.info("%s: part '%s' (%s): compiled, cached as %s", target.backend, part.name, target.describe(), key)
+        trim_cache(cache_root(), cache_limit_bytes(), keep=entry)
+    except OSError as error:  # a cache is an optimisation: a full disk or a read-only cache fails no build
         shutil.rmtree(staging, ignore_errors=True)
+        logger.warning("%s: part '%s' not cached (%s: %s)", target.backend, part.name, cache_root(),
+                       error.strerror or error)
     return artifact
+
+
+CACHE_LIMIT_GB = 10.0  # default bound of the artifact cache; $HALOCUT_CACHE_MAX_GB sets another
+
+
+def cache_limit_bytes() -> float:
+    value = os.environ.get("HALOCUT_CACHE_MAX_GB", "")
+    try:
+        limit = float(value) if value else CACHE_LIMIT_GB
+    except ValueError:
+        limit = -1.0
+    if not limit >= 0 or limit == float("inf"):
+        raise HalocutError(f"$HALOCUT_CACHE_MAX_GB={value!r}: a size in GB (0 or more)")
+    return limit * 1e9
+
+
+def trim_cache(root: Path, limit_bytes: float, keep: Path | None = None) -> list[Path]:
+    """Remove the least recently used cache entries (``root/<backend>/<key>``, each with its ``files`` list)
+    until the entries hold at most ``limit_bytes``; ``keep`` (the entry just written) stays. Returns what went."""
+    entries = []
+    for backend in (b for b in root.iterdir() if b.is_dir()) if root.is_dir() else ():
+        for entry in backend.iterdir():
+            if entry.is_dir() and (entry / "files").is_file():
+                size = sum(f.stat().st_size for f in entry.iterdir() if f.is_file())
+                entries.append((entry.stat().st_mtime, size, entry))
+    total = sum(size for _, size, _ in entries)
+    removed = []
+    for _, size, entry in sorted(entries, key=lambda e: (e[0], str(e[2]))):
+        if total <= limit_bytes:
+            break
+        if entry == keep:
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        total -= size
+        removed.append(entry)
+    if removed:
+        logger.info("cache %s: removed %d least recently used entries to stay under %.1f GB", root, len(removed),
+                    limit_bytes / 1e9)
+    return removed
 
 
 def graph_key(part: Part, target: Target) -> str:

@@ -22,6 +22,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from stable_baselines3 import DDPG
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.utils import update_learning_rate
 from torch import fx
@@ -301,6 +302,7 @@ def osds(problem: SplitProblem, reference_s: float, episodes: int, seed: int) ->
                   learning_starts=BATCH, batch_size=BATCH, gamma=GAMMA, train_freq=(1, "step"), gradient_steps=1,
                   action_noise=EpsilonGaussianNoise(count - 1, math.sqrt(variance), EPSILON_STEP, seed),
                   policy_kwargs={"net_arch": {"pi": ACTOR_LAYERS, "qf": CRITIC_LAYERS}}, seed=seed, device="cpu")
+    agent.set_logger(Logger(folder=None, output_formats=[]))  # SB3's default logger makes a /tmp/SB3-* folder a run
     agent.learn(total_timesteps=episodes * steps)
     observation, _ = env.reset()
     for _ in range(steps):
