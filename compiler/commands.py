@@ -68,11 +68,12 @@ class PlanResult:
 
 
 def plan_model(model: str, topology_path: str | Path, planner: str,
-               input_shape: tuple[int, ...] | None = None) -> PlanResult:
-    """``halocut plan``: prepare the model, run the planner, score the plan with the simulator."""
+               input_shape: tuple[int, ...] | None = None, prepared: PreparedModel | None = None) -> PlanResult:
+    """``halocut plan``: prepare the model (or take ``prepared``, the same model already prepared at that input
+    shape: a caller planning it many times holds one copy), run the planner, score the plan with the simulator."""
     choose = get_planner(planner)
     topology = load_topology(topology_path)
-    prepared = prepare_model(model, input_shape)
+    prepared = prepared or prepare_model(model, input_shape)
     start = time.perf_counter()
     plan = choose(prepared.graph, prepared.name, prepared.input_shape, topology, CostModel())
     elapsed = time.perf_counter() - start

@@ -73,7 +73,7 @@ def run_trial(model: str, topologies: list[str | Path], input_shape: Shape | Non
         for path in topologies:
             for planner in PLANNERS:
                 step = f"plan {planner} on {Path(path).stem}"
-                result = plan_model(model, path, planner, trial.input_shape)
+                result = plan_model(model, path, planner, trial.input_shape, prepared)
                 trial.plan_s = max(trial.plan_s, result.planning_time_s)
                 _check(trial, step, verify_plan(prepared, result.plan, step))
                 halocut_plan = halocut_plan or result.plan
@@ -82,6 +82,7 @@ def run_trial(model: str, topologies: list[str | Path], input_shape: Shape | Non
         if tiled is not None:
             step = "verify tiled plan"
             _check(trial, step, verify_plan(prepared, tiled, step))
+        del prepared  # each compile prepares its own copy: a model of gigabytes is held once at a time
         if compile_plans:
             with tempfile.TemporaryDirectory(prefix="halocut-trial-") as scratch:
                 for label, plan in (("tiled", tiled), ("halocut", halocut_plan)):
