@@ -61,11 +61,16 @@ def _window(out: Interval, kernel: int, stride: int, dilation: int, pad_before: 
     return start, (out[1] - 1) * stride - pad_before + dilation * (kernel - 1) + 1
 
 
-def _sliding(layer: LayerInfo, out: Region, input_shape: tuple[int, ...]) -> Region:
+def _per_axis(interval, layer: LayerInfo, out: Region) -> Region:
+    """``interval(out, kernel, stride, dilation, pad_before)`` on the rows and on the columns."""
     a = layer.attrs
-    top, bottom, left, right = a["padding"]
-    return Region(_window(out.rows, a["kernel"][0], a["stride"][0], a["dilation"][0], top),
-                  _window(out.cols, a["kernel"][1], a["stride"][1], a["dilation"][1], left))
+    top, _, left, _ = a["padding"]
+    return Region(interval(out.rows, a["kernel"][0], a["stride"][0], a["dilation"][0], top),
+                  interval(out.cols, a["kernel"][1], a["stride"][1], a["dilation"][1], left))
+
+
+def _sliding(layer: LayerInfo, out: Region, input_shape: tuple[int, ...]) -> Region:
+    return _per_axis(_window, layer, out)
 
 
 def _pointwise(layer: LayerInfo, out: Region, input_shape: tuple[int, ...]) -> Region:
@@ -157,10 +162,7 @@ def _transposed(out: Interval, kernel: int, stride: int, dilation: int, pad_befo
 
 
 def _conv_transpose(layer: LayerInfo, out: Region, input_shape: tuple[int, ...]) -> Region:
-    a = layer.attrs
-    top, bottom, left, right = a["padding"]
-    return Region(_transposed(out.rows, a["kernel"][0], a["stride"][0], a["dilation"][0], top),
-                  _transposed(out.cols, a["kernel"][1], a["stride"][1], a["dilation"][1], left))
+    return _per_axis(_transposed, layer, out)
 
 
 def _pixel_shuffle(layer: LayerInfo, out: Region, input_shape: tuple[int, ...]) -> Region:

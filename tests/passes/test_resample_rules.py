@@ -7,7 +7,6 @@ import random
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from halocut.compiler.frontend import load_model
@@ -17,18 +16,9 @@ from halocut.ir.regions import Region
 from halocut.passes.halo import has_halo_rule
 from halocut.passes.slice import slice_stage
 from halocut.runtime.reference import max_error
+from tests.support.layers import Interpolate
 
 C = 4
-
-
-class Interpolate(nn.Module):
-    def __init__(self, size, scale, mode, align_corners):
-        super().__init__()
-        self.size, self.scale, self.mode, self.align_corners = size, scale, mode, align_corners
-
-    def forward(self, x):
-        return F.interpolate(x, size=self.size, scale_factor=self.scale, mode=self.mode,
-                             align_corners=self.align_corners)
 
 
 def tiles_reproduce(model: nn.Module, height: int, width: int, seed: int) -> None:

@@ -14,6 +14,7 @@ from halocut.ir.layers import annotate_layers
 from halocut.ir.regions import Region
 from halocut.passes.slice import slice_stage
 from halocut.runtime.reference import max_error
+from tests.support.layers import Interpolate
 
 CHANNELS = 4
 
@@ -25,16 +26,6 @@ class Residual(nn.Module):
 
     def forward(self, x):
         return F.relu(x + self.conv(x))
-
-
-class Interpolate(nn.Module):
-    def __init__(self, size, scale, mode, align_corners):
-        super().__init__()
-        self.size, self.scale, self.mode, self.align_corners = size, scale, mode, align_corners
-
-    def forward(self, x):
-        return F.interpolate(x, size=self.size, scale_factor=self.scale, mode=self.mode,
-                             align_corners=self.align_corners)
 
 
 class Pad(nn.Module):
