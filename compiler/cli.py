@@ -402,12 +402,9 @@ def drive_testbed_up(args: argparse.Namespace) -> int:
     state = up(args.topology, args.name, args.cpu_scale, ray=not args.no_ray)
     if state.head:
         print(f"Ray head at {state.head}; run a build from the requester's namespace: ip netns exec "
-              f"{_head_namespace(state)} env RAY_AUTH_MODE=disabled halocut run BUILD --address {state.head} --plain-api")
+              f"{state.head_namespace} env RAY_AUTH_MODE=disabled halocut run BUILD --address {state.head} "
+              f"--plain-api")
     return 0
-
-
-def _head_namespace(state) -> str:
-    return state.machines[state.processes[0]["machine"]]["namespace"] if state.processes else "-"
 
 
 def drive_testbed_status(args: argparse.Namespace) -> int:

@@ -61,6 +61,11 @@ class State:
     ready: bool = False
 
     @property
+    def head_namespace(self) -> str | None:
+        """The namespace of the Ray head (the requester's node, started first)."""
+        return self.machines[self.processes[0]["machine"]]["namespace"] if self.processes else None
+
+    @property
     def path(self) -> Path:
         return state_dir() / f"{self.name}.json"
 
@@ -266,7 +271,7 @@ def _cpu(layout: Layout, topology: Topology, state: State, cpu_scale: str) -> No
     v2 = (CGROUP_ROOT / "cgroup.controllers").exists() and \
         "cpu" in (CGROUP_ROOT / "cgroup.controllers").read_text().split()
     base = CGROUP_ROOT if v2 else CGROUP_ROOT / "cpu"
-    if not (base / ("cpu.max" if v2 else "cpu.cfs_quota_us")).exists() and not v2:
+    if not v2 and not (base / "cpu.cfs_quota_us").exists():
         raise HalocutError("testbed: no CPU cgroup controller (neither cgroup v2 'cpu' nor v1 'cpu')")
     for machine in layout.machines:
         device = topology.device(machine.name)
@@ -369,7 +374,7 @@ def _wait_port(namespace: str, address: str, port: int, process: subprocess.Pope
 
 def _wait_nodes(layout: Layout, state: State, timeout_s: float = 90) -> None:
     """Until every machine's resource is in the cluster, asked from the head's namespace."""
-    head_ns = state.machines[next(p["machine"] for p in state.processes)]["namespace"]
+    head_ns = state.head_namespace
     probe = ("import ray,json,sys\nray.init(address=sys.argv[1], logging_level='ERROR', log_to_driver=False)\n"
              "print(json.dumps(sorted(ray.cluster_resources())))")
     deadline = time.monotonic() + timeout_s

@@ -52,6 +52,11 @@ def edited(d, change):
     return topology(d, yaml.safe_dump(data))
 
 
+def first_link(d, **fields):
+    """``topology check`` of the good topology with its first link's ``fields`` replaced."""
+    return ["topology", "check", edited(d, lambda t: t["links"][0].update(fields))]
+
+
 def nested(depth):
     return "[" * depth + "]" * depth
 
@@ -134,16 +139,11 @@ CASES = [
     ("topology billion laughs", lambda d, b, m: ["topology", "check", topology(d, laughs())], "t.yaml"),
     ("topology over the size limit", lambda d, b, m: [
         "topology", "check", topology(d, "# " + "x" * (5 * 1024 * 1024))], "this file may have"),
-    ("topology NaN bandwidth", lambda d, b, m: ["topology", "check", edited(
-        d, lambda t: t["links"][0].update(bandwidth="nanMbps"))], "links[0].bandwidth"),
-    ("topology infinite bandwidth", lambda d, b, m: ["topology", "check", edited(
-        d, lambda t: t["links"][0].update(bandwidth="1e999Gbps"))], "links[0].bandwidth"),
-    ("topology zero bandwidth", lambda d, b, m: ["topology", "check", edited(
-        d, lambda t: t["links"][0].update(bandwidth="0Mbps"))], "links[0].bandwidth"),
-    ("topology negative latency", lambda d, b, m: ["topology", "check", edited(
-        d, lambda t: t["links"][0].update(latency="-3ms"))], "links[0].latency"),
-    ("topology NaN latency", lambda d, b, m: ["topology", "check", edited(
-        d, lambda t: t["links"][0].update(latency=".nan"))], "links[0].latency"),
+    ("topology NaN bandwidth", lambda d, b, m: first_link(d, bandwidth="nanMbps"), "links[0].bandwidth"),
+    ("topology infinite bandwidth", lambda d, b, m: first_link(d, bandwidth="1e999Gbps"), "links[0].bandwidth"),
+    ("topology zero bandwidth", lambda d, b, m: first_link(d, bandwidth="0Mbps"), "links[0].bandwidth"),
+    ("topology negative latency", lambda d, b, m: first_link(d, latency="-3ms"), "links[0].latency"),
+    ("topology NaN latency", lambda d, b, m: first_link(d, latency=".nan"), "links[0].latency"),
     ("topology unknown kind", lambda d, b, m: ["topology", "check", edited(
         d, lambda t: t["devices"][1].update(kind="toaster"))], "toaster"),
     ("topology duplicate device", lambda d, b, m: ["topology", "check", edited(
