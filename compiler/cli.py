@@ -104,9 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--list-steps", action="store_true", help="list the pipeline's steps and exit")
     build.set_defaults(drive=drive_compile)
 
-    profile = commands.add_parser("profile", help="measure per-layer and per-tile latencies on this machine")
+    profile = commands.add_parser("profile", help="measure per-layer and per-tile latencies on this machine, or on "
+                                                  "a machine of a Ray cluster")
     profile.add_argument("model", help="model name or path/to/file.py:factory")
-    profile.add_argument("--device", default="local", choices=["local"], help="where to measure (this machine)")
+    profile.add_argument("--device", default="local",
+                         help="where to measure: local (this process), or the name of a machine whose Ray node offers "
+                              "that resource in the cluster at --address (a board, a testbed machine)")
+    profile.add_argument("--address", help="Ray cluster of --device (its head, HOST:PORT)")
     profile.add_argument("--runtime", default="torch", choices=["torch", "onnxruntime"])
     profile.add_argument("--input-shape", help="input shape (default: the model's own)")
     profile.add_argument("--repeats", type=_count(1), default=5)
@@ -143,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=_count(1), help="threads per actor (default: cores / actors embedded, all on a cluster)")
     run.add_argument("--window", type=_count(1), help="requests in flight in the throughput phase (default: actors + 1)")
     run.add_argument("--plain-api", action="store_true", help="run on the plain Ray DAG API, not a compiled graph")
+    run.add_argument("--testbed", nargs="?", const="bed", metavar="NAME",
+                     help="run on testbed NAME (default bed) from its requester's namespace, its tensors crossing the "
+                          "shaped links; the report adds bytes, busy seconds and achieved rate per link")
     run.add_argument("--model", help="the original model, when the build's model name does not load it")
     run.add_argument("--weights", help="the state_dict the build was compiled with")
     run.add_argument("--json", action="store_true", help="print one JSON object")
@@ -167,6 +174,16 @@ def build_parser() -> argparse.ArgumentParser:
     bed_status = testbed_commands.add_parser("status", help="the testbeds that exist and what they hold")
     bed_status.add_argument("--json", action="store_true", help="print one JSON object")
     bed_status.set_defaults(drive=drive_testbed_status)
+    bed_profile = testbed_commands.add_parser("profile", help="profile a model on every machine of a testbed (in its "
+                                                              "cgroup), time its links, write a topology of them")
+    bed_profile.add_argument("model", help="model name (it must load in every namespace: a zoo name or a file path)")
+    bed_profile.add_argument("--name", default="bed", help="testbed name (default bed)")
+    bed_profile.add_argument("-o", "--output", required=True, help="folder for MACHINE.json profiles and topology.yaml")
+    bed_profile.add_argument("--input-shape", help="input shape (default: the model's own)")
+    bed_profile.add_argument("--runtime", default="torch", choices=["torch", "onnxruntime"])
+    bed_profile.add_argument("--repeats", type=_count(1), default=5)
+    bed_profile.add_argument("--force", action="store_true", help="replace the output files if they exist")
+    bed_profile.set_defaults(drive=drive_testbed_profile)
     bed_down = testbed_commands.add_parser("down", help="remove exactly what 'up' made (also after a crashed up)")
     bed_down.add_argument("--name", default="bed", help="testbed name (default bed)")
     bed_down.set_defaults(drive=drive_testbed_down)
@@ -278,12 +295,25 @@ def drive_profile(args: argparse.Namespace) -> int:
     from halocut.runtime.profile import write_profile
 
     check_output(args.output, args.force)
+    if args.training and args.device != "local":
+        raise HalocutError("--training: only with --device local")
     if args.training:
         return drive_profile_training(args)
-    profile = profile_model(args.model, _shape(args.input_shape), args.runtime, args.repeats,
-                            progress=sys.stderr.isatty())
+    if args.device == "local":
+        if args.address:
+            raise HalocutError("--address: only with --device NAME (a machine of that cluster), not local")
+        profile = profile_model(args.model, _shape(args.input_shape), args.runtime, args.repeats,
+                                progress=sys.stderr.isatty())
+    else:
+        if not args.address:
+            raise HalocutError(f"--device {args.device}: needs --address, the Ray cluster that machine is in")
+        from halocut.compiler.commands import profile_model_on
+
+        profile = profile_model_on(args.device, args.address, args.model, _shape(args.input_shape), args.runtime,
+                                   args.repeats)
     path = write_profile(profile, args.output, args.force)
-    print(f"profiled {len(profile['layers'])} layers of {profile['model']} with {args.runtime}: {path}")
+    print(f"profiled {len(profile['layers'])} layers of {profile['model']} with {args.runtime} on {args.device} "
+          f"({profile['statistic']}): {path}")
     return 0
 
 
@@ -361,13 +391,25 @@ def drive_run(args: argparse.Namespace) -> int:
 
     options = RunOptions(args.build, args.input, args.requests, args.address, args.threads, not args.plain_api,
                          args.model, args.weights, window=args.window, trust=_trust(args.trust))
-    report = run_build(options)
+    if args.testbed:
+        from halocut.compiler.commands import run_on_testbed
+
+        if args.address:
+            raise HalocutError("--testbed: joins the testbed's own Ray head; give no --address")
+        report = run_on_testbed(options, args.testbed)  # the run in the namespace warned if unchecked
+    else:
+        report = run_build(options)
+        _warn_if_unchecked(args.build, options.trust)
     if args.json:
         print(json.dumps(report.to_json()))
     else:
+        from halocut.runtime.run import links_table
+
         print(verified_line(report))
-        Console(width=None if sys.stdout.isatty() else 160).print(run_table(report))
-    _warn_if_unchecked(args.build, options.trust)
+        console = Console(width=None if sys.stdout.isatty() else 160)
+        console.print(run_table(report))
+        if report.links:
+            console.print(links_table(report))
     return 0
 
 
@@ -424,6 +466,18 @@ def drive_testbed_status(args: argparse.Namespace) -> int:
         for machine, info in bed["machines"].items():
             print(f"  {machine}: namespace {info['namespace']}, address {info['address']}, "
                   f"{info.get('cores', 0):.2f} cores")
+    return 0
+
+
+def drive_testbed_profile(args: argparse.Namespace) -> int:
+    from halocut.runtime.testbed.bed import State, require_root
+    from halocut.runtime.testbed.measure import profile_testbed
+
+    require_root()
+    _shape(args.input_shape)  # a bad shape is refused here, not in the first namespace
+    path = profile_testbed(State.load(args.name), args.model, args.output, args.input_shape, args.runtime,
+                           args.repeats, args.force)
+    print(f"plan and compile for the testbed itself with --topology {path}")
     return 0
 
 

@@ -7,7 +7,7 @@ and hands the lower floors a prepared graph.
 - ``halocut plan``: :func:`plan_model`
 - ``halocut simulate``: :func:`simulate_model`
 - ``halocut compile``: :func:`halocut.compiler.driver.compile_model`
-- ``halocut profile``: :func:`profile_model`
+- ``halocut profile``: :func:`profile_model`; on a machine of a Ray cluster, :func:`profile_model_on`
 - ``halocut bench``: :func:`bench_build`
 - ``halocut run``: :func:`run_build`
 - ``halocut profile --training``: :func:`profile_training_model`
@@ -109,6 +109,70 @@ def profile_model(model: str, input_shape: tuple[int, ...] | None = None, runtim
     prepared = prepare_model(model, input_shape)
     return profile.profile_graph(prepared.graph, prepared.name, prepared.input_shape, runtime, repeats, warmup,
                                  max_sweep, progress)
+
+
+def profile_model_on(device: str, address: str, model: str, input_shape: tuple[int, ...] | None = None,
+                     runtime: str = "torch", repeats: int = 5, warmup: int = 2, max_sweep: int = 8) -> dict:
+    """``halocut profile --device NAME --address ADDR``: :func:`profile_model` run as a Ray task on the machine
+    that offers the resource ``device`` in the cluster at ``address`` (a real board or a testbed namespace, in its
+    CPU cgroup there), with the threads the runtime's actors use there (:func:`~halocut.runtime.cpu.usable_cores`). The model
+    must load on that machine (a zoo name does; a ``file.py:factory`` path must exist there)."""
+    import ray
+
+    from halocut.runtime.cpu import usable_cores
+    from halocut.runtime.ray_actor import limit_threads
+    from halocut.runtime.ray_exec import connect
+
+    def measure() -> dict:
+        limit_threads(usable_cores())
+        result = profile_model(model, input_shape, runtime, repeats, warmup, max_sweep, progress=False)
+        return {**result, "device": device}
+
+    started = connect([device], address)
+    try:
+        task = ray.remote(measure).options(resources={device: 0.001}, num_cpus=0, max_retries=0)
+        try:
+            return ray.get(task.remote())
+        except ray.exceptions.RayTaskError as error:
+            cause = error.as_instanceof_cause()
+            if isinstance(cause, HalocutError):
+                raise HalocutError(f"profiling on '{device}': {str(cause).splitlines()[0]}") from None
+            raise HalocutError(f"profiling on '{device}' failed: {str(error.cause).splitlines()[0]}") from None
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def run_on_testbed(options, name: str):
+    """``halocut run BUILD --testbed NAME``: the run (:func:`run_build`, on the plain DAG API: compiled graphs
+    crash raylets across nodes in Ray 2.60) started from the requester's namespace against the testbed's Ray head,
+    measured per link meanwhile (:class:`~halocut.runtime.testbed.measure.LinkMeter`); the run's report with
+    ``links`` added."""
+    import json
+    import sys
+
+    from halocut.runtime.run import RunReport
+    from halocut.runtime.testbed.bed import State, require_root
+    from halocut.runtime.testbed.measure import LinkMeter, child_error, halocut_in_head
+
+    require_root()
+    state = State.load(name)
+    if not state.ready or not state.head:
+        raise HalocutError(f"testbed '{name}' has no Ray head ready (up --no-ray, or a crashed up)")
+    argv = ["run", str(Path(options.build).resolve()), "--requests", str(options.requests), "--plain-api", "--json"]
+    for flag, value in (("--input", options.image), ("--threads", options.threads), ("--model", options.model),
+                        ("--weights", options.weights), ("--window", options.window), ("--trust", options.trust)):
+        if value is not None:
+            argv += [flag, str(Path(value).resolve()) if flag in ("--input", "--weights", "--trust") else str(value)]
+    with LinkMeter(state) as meter:
+        done = halocut_in_head(state, argv)
+    for line in done.stderr.splitlines():
+        if line.strip() and "halocut: error: " not in line:
+            print(line, file=sys.stderr)
+    if done.returncode:
+        raise child_error(done, f"testbed '{name}'")
+    report = RunReport.from_json(json.loads(done.stdout.strip().splitlines()[-1]))
+    return RunReport(**{**report.__dict__, "links": meter.report})
 
 
 def bench_build(build_dir: str | Path, parts: list[str] | None = None, model: str | None = None,

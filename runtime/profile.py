@@ -6,7 +6,8 @@ exported to ONNX). Spatial layers are also timed on tiles of a sweep of output
 heights (DistrEdge profiles latency against height with granularity 1; the
 sweep here is 1, 2, 4, ... and the full height), each tile sliced by the same
 code that slices real plans, halo included. Warm-up runs, then the median of
-repeats. The result is a profile JSON that a topology names as a device:
+repeats (under a CPU quota, as on a testbed machine, the mean over many CFS
+periods: :class:`_Timer`). The result is a profile JSON that a topology names as a device:
 ``{name: local, role: device, profile: profile.json}``.
 """
 
@@ -30,6 +31,7 @@ from halocut.ir.graph import compute_nodes
 from halocut.ir.ops import FREE
 from halocut.ir.regions import Region
 from halocut.passes.slice import slice_stage
+from halocut.runtime.cpu import cpu_quota
 
 FORMAT = "halocut-profile/1"
 RUNTIMES = ("torch", "onnxruntime")
@@ -54,7 +56,7 @@ def profile_graph(graph: fx.GraphModule, name: str, input_shape: tuple[int, ...]
     best = max((e["flops"] / e["latency_s"] for e in layers.values() if e["flops"] and e["latency_s"] > 0),
                default=1e9)
     return {"format": FORMAT, "device": "local", "runtime": runtime, "model": name,
-            "input_shape": list(input_shape), "host": host_info(),
+            "input_shape": list(input_shape), "host": host_info(), "statistic": timer.statistic,
             "device_figures": {"class": "cpu", "peak_flops": best, "memory_bytes": memory_bytes(),
                                "memory_bandwidth_bytes_per_s": copy_bandwidth(), "backend": "tvm-x86"},
             "layers": layers}
@@ -117,14 +119,34 @@ def _single_layer(graph: fx.GraphModule, node: fx.Node, values: dict) -> tuple[f
     return fx.GraphModule(owner, new), inputs
 
 
+QUOTA_PERIODS = 20  # a CPU-capped measurement spans at least this many CFS periods
+
+
 class _Timer:
+    """The median of ``repeats`` runs after ``warmup``; under a CPU cap (:func:`cpu_quota`) the mean over runs that
+    span at least QUOTA_PERIODS periods instead, since a short run's median would miss the throttled part."""
+
     def __init__(self, runtime: str, repeats: int, warmup: int):
         self.runtime, self.repeats, self.warmup = runtime, repeats, warmup
+        self.quota = cpu_quota()
+
+    @property
+    def statistic(self) -> str:
+        if self.quota is None:
+            return f"median of {self.repeats} runs"
+        return f"mean over at least {QUOTA_PERIODS} CFS periods ({self.quota[0]:.3g} cores, {self.quota[1] * 1e3:g} ms)"
 
     def time(self, module: fx.GraphModule, inputs: list) -> float:
         run = self._torch(module, inputs) if self.runtime == "torch" else self._onnxruntime(module, inputs)
         for _ in range(self.warmup):
             run()
+        if self.quota is not None:
+            span = QUOTA_PERIODS * self.quota[1]
+            runs, start = 0, time.perf_counter()
+            while runs < self.repeats or time.perf_counter() - start < span:
+                run()
+                runs += 1
+            return (time.perf_counter() - start) / runs
         samples = []
         for _ in range(self.repeats):
             start = time.perf_counter()

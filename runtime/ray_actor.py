@@ -44,6 +44,7 @@ from halocut.backends.base import Artifact, Target, backend
 from halocut.backends.manifest import listed_files, parse_manifest
 from halocut.backends.signing import TRUST_ENV, read_public_key, trusted_key_path, verify
 from halocut.ir.errors import HalocutError
+from halocut.runtime.cpu import usable_cores
 from halocut.runtime.flow import Runner, Step, assemble, crop
 
 
@@ -51,11 +52,11 @@ class PartHost:
     """Hosts parts on one machine (``device`` is the topology's name for it)."""
 
     def __init__(self, device: str, threads: int | None = None):
-        """``threads``: per backend in this process; 0 means this machine's cores, None leaves the process as it is."""
+        """``threads``: per backend in this process; 0 means the cores usable here (a CPU quota's, on a testbed), None leaves the process as it is."""
         self.device = device
-        self.threads = (threads or os.cpu_count() or 1) if threads is not None else None
+        self.threads = (threads or usable_cores()) if threads is not None else None
         if self.threads is not None:
-            _limit_threads(self.threads)
+            limit_threads(self.threads)
         self.steps: dict[str, Step] = {}
         self.runners: dict[str, Runner] = {}
         self.backends: dict[str, str] = {}
@@ -180,7 +181,7 @@ def _runnable(artifact: dict) -> bool:
     return backend(artifact["backend"]).runnable(Target(artifact["backend"], artifact.get("tvm_target")))
 
 
-def _limit_threads(threads: int) -> None:
+def limit_threads(threads: int) -> None:
     """Threads for torch, TVM and OpenMP in this process (Ray gives workers OMP_NUM_THREADS=1 otherwise)."""
     for name in ("OMP_NUM_THREADS", "TVM_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = str(threads)

@@ -44,7 +44,7 @@ from halocut.runtime.ray_actor import PartHost
 logger = logging.getLogger("halocut.runtime")
 
 MAX_ARTIFACT_BYTES = 8 << 30  # one artifact file sent to an actor
-FAILURES = (rex.RayActorError, rex.RayChannelError, rex.GetTimeoutError)
+FAILURES = (rex.RayActorError, rex.RayChannelError, rex.GetTimeoutError, rex.ObjectLostError)
 _RemoteHost = ray.remote(PartHost)
 
 

@@ -60,6 +60,11 @@ class RunReport:
     outputs: list[dict] = field(default_factory=list)
     recoveries: list[dict] = field(default_factory=list)
     timings_s: dict = field(default_factory=dict)
+    links: list[dict] = field(default_factory=list)  # per link direction on a testbed (testbed.measure.LinkMeter)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "RunReport":
+        return cls(**{k: v for k, v in data.items() if k != "verified"})
 
     @property
     def verified(self) -> bool:
@@ -259,6 +264,25 @@ def run_table(report: RunReport):
                      f"{report.predicted_latency_s * 1e3:.2f} ms); throughput {report.throughput_ips:.2f} img/s "
                      f"(predicted {report.predicted_throughput_ips:.2f}); critical path {report.critical_path_s * 1e3:.2f}"
                      f" ms, dispatch overhead {report.dispatch_overhead_s * 1e3:.2f} ms/request")
+    return table
+
+
+def links_table(report: RunReport):
+    """Per link direction of a testbed run: bytes, busy seconds, achieved rate against the configured one."""
+    from rich.table import Table
+
+    table = Table(title="links (testbed)")
+    for column in ("link", "direction", "KB", "busy s", "achieved Mbps", "peak Mbps", "configured Mbps",
+                   "peak / configured"):
+        table.add_column(column, justify="left" if column in ("link", "direction") else "right")
+    for link in report.links:
+        achieved, peak = link["achieved_bps"], link.get("peak_bps")
+        table.add_row(link["link"], f"{link['from']} -> {link['to']}", f"{link['bytes'] / 1e3:,.1f}",
+                      f"{link['busy_s']:.3f}", f"{achieved / 1e6:.2f}" if achieved else "-",
+                      f"{peak / 1e6:.2f}" if peak else "-", f"{link['configured_bps'] / 1e6:g}",
+                      f"{peak / link['configured_bps']:.2f}" if peak else "-")
+    table.caption = ("bytes: all the link carried (tensors and Ray's messages); achieved: bytes over the 5 ms intervals "
+                     "in which the sender moved any; peak: the most a 50 ms window moved")
     return table
 
 

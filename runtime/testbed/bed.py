@@ -14,7 +14,8 @@ the hub redirects every port's ingress into one ifb shaped at the medium's bandw
 
 CPU: each machine's processes run in a cgroup (v2 ``cpu.max`` where the cpu controller is enabled, else
 cgroup v1 ``cpu.cfs_quota_us``) whose quota keeps the topology's speed ratios: the fastest device gets
-``cpu_scale`` cores (auto: one), the others their share of its peak FLOP/s, at least 1 % of a core.
+``cpu_scale`` cores (auto: one, or less so that all of them fit this machine's cores), the others their share of
+its peak FLOP/s (at least 1 % of it), over a 10 ms period (:func:`cpu_period_us`).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class State:
     machines: dict[str, dict] = field(default_factory=dict)  # name -> namespace, address, cores, cgroup
     head: str | None = None  # the Ray head's address
     netem: bool = False
+    cpu_scale: float = 1.0  # cores of the fastest device
     ready: bool = False
 
     @property
@@ -139,7 +141,7 @@ def up(topology_path: str | Path, name: str = "bed", cpu_scale: str = "auto", ra
         raise
     scaled = ", ".join(f"{m} {info['cores']:.2f}" for m, info in state.machines.items())
     log(f"testbed '{name}' up: {len(layout.machines)} machines, {len(layout.segments)} segments; CPU cores "
-        f"(fastest device = {_scale(cpu_scale):g}): {scaled}; link latency "
+        f"(fastest device = {state.cpu_scale:.3g}): {scaled}; link latency "
         f"{'emulated by netem' if state.netem else 'NOT emulated (this kernel has no netem)'}")
     return state
 
@@ -253,9 +255,11 @@ def _rate(bps: float) -> list[str]:
 
 # --- CPU
 
-def _scale(cpu_scale: str) -> float:
+def _scale(cpu_scale: str, shares: list[float] | None = None) -> float:
+    """Cores of the fastest device: a number, or auto: one core, less where the devices' shares of the fastest
+    (``shares``) would add up to more than this machine's cores."""
     if cpu_scale == "auto":
-        return 1.0
+        return min(1.0, (os.cpu_count() or 1) / sum(shares)) if shares else 1.0
     try:
         value = float(cpu_scale)
     except ValueError:
@@ -265,29 +269,40 @@ def _scale(cpu_scale: str) -> float:
     return value
 
 
+def cpu_period_us(cores: float) -> int:
+    """The CFS period for a quota of ``cores``: 10 ms (a short period keeps a capped device's slowness even
+    over a layer of a few milliseconds), longer where the quota would fall under the kernel's 1 ms minimum.
+
+    >>> cpu_period_us(0.5), cpu_period_us(0.05)
+    (10000, 20000)
+    """
+    return min(1_000_000, max(10_000, int(1000 / cores + 0.5)))
+
+
 def _cpu(layout: Layout, topology: Topology, state: State, cpu_scale: str) -> None:
-    scale = _scale(cpu_scale)
     fastest = max((d.peak_flops for d in topology.devices), default=0.0) or 1.0
+    shares = {m.name: max(0.01, topology.device(m.name).peak_flops / fastest) for m in layout.machines}
+    scale = _scale(cpu_scale, list(shares.values()))
     v2 = (CGROUP_ROOT / "cgroup.controllers").exists() and \
         "cpu" in (CGROUP_ROOT / "cgroup.controllers").read_text().split()
     base = CGROUP_ROOT if v2 else CGROUP_ROOT / "cpu"
     if not v2 and not (base / "cpu.cfs_quota_us").exists():
         raise HalocutError("testbed: no CPU cgroup controller (neither cgroup v2 'cpu' nor v1 'cpu')")
+    state.cpu_scale = scale
     for machine in layout.machines:
-        device = topology.device(machine.name)
-        cores = max(0.01, scale * (device.peak_flops / fastest if device.peak_flops else 0.01))
+        cores = max(0.001, scale * shares[machine.name])
         path = base / f"{machine.namespace}"
         state.cgroups.append(str(path))
         state.save()
         path.mkdir()
-        period = 100_000
+        period = cpu_period_us(cores)
         quota = max(1000, int(cores * period))
         if v2:
             (path / "cpu.max").write_text(f"{quota} {period}")
         else:
             (path / "cpu.cfs_period_us").write_text(str(period))
             (path / "cpu.cfs_quota_us").write_text(str(quota))
-        state.machines[machine.name].update(cores=cores, cgroup=str(path))
+        state.machines[machine.name].update(cores=quota / period, cgroup=str(path), cpu_period_us=period)
     state.save()
 
 
@@ -331,7 +346,8 @@ def _ray_nodes(layout: Layout, topology: Topology, state: State) -> None:
         state.save()
         command = [ray, "start", "--block", *role, f"--node-ip-address={machine.address}", f"--temp-dir={temp}",
                    f"--num-cpus={cores}", f"--resources={json.dumps({machine.name: 1})}", "--disable-usage-stats"]
-        process = _start_in(machine.namespace, info["cgroup"], command, logs / f"{machine.name}.log")
+        quota = {"HALOCUT_CPU_QUOTA": f"{info['cores']:.6g},{info['cpu_period_us'] / 1e6:g}"}  # profile.cpu_quota
+        process = _start_in(machine.namespace, info["cgroup"], command, logs / f"{machine.name}.log", quota)
         state.processes.append({"machine": machine.name, "pid": process.pid, "what": "ray node",
                                 "start": _start_time(process.pid)})
         state.save()
@@ -348,12 +364,13 @@ def ray_environment() -> dict[str, str]:
     return {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
-def _start_in(namespace: str, cgroup: str, command: list[str], log: Path) -> subprocess.Popen:
+def _start_in(namespace: str, cgroup: str, command: list[str], log: Path,
+              env: dict[str, str] | None = None) -> subprocess.Popen:
     procs = Path(cgroup) / "cgroup.procs"
     script = 'echo $$ > "$1" && shift && exec ip netns exec "$@"'
     with open(log, "ab") as out:
         return subprocess.Popen(["sh", "-c", script, "sh", str(procs), namespace, *command], stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=ray_environment(),
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**ray_environment(), **(env or {})},
                                 start_new_session=True)
 
 
