@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     bed_up = testbed_commands.add_parser("up", help="make the testbed of a topology")
     bed_up.add_argument("topology", help="topology YAML file")
     bed_up.add_argument("--name", default="bed", help="testbed name (1-16 of a-z, 0-9, '-'; default bed)")
-    bed_up.add_argument("--cpu-scale", default="auto", help="cores for the fastest device (auto: 1)")
+    bed_up.add_argument("--cpu-scale", default="auto", help="cores for the fastest device (auto: 1, or less so that every device's share fits this machine's cores)")
     bed_up.add_argument("--no-ray", action="store_true", help="network and CPU caps only, no Ray nodes")
     bed_up.set_defaults(drive=drive_testbed_up)
     bed_status = testbed_commands.add_parser("status", help="the testbeds that exist and what they hold")

@@ -1,8 +1,10 @@
 """Event-driven simulation of a Plan on a Topology: the yardstick every planner is scored by.
 
 A plan becomes a DAG of compute tasks (a single stage, one hop of a tile, an
-fc cluster) and transfers (the region of a value a task needs and another
-device holds, sent along the topology's route hop by hop). Devices run one
+fc cluster; each also pays its device's ``dispatch``, the runtime's cost of
+running a part there, 0 unless a topology measured it) and transfers (the
+region of a value a task needs and another device holds, sent along the
+topology's route hop by hop). Devices run one
 task at a time, in request order. Each direction of a link carries one
 message at a time, in request order; a message pays the hop's latency, then
 flows at the link's bandwidth, or at its share of a shared medium's, which is
@@ -207,7 +209,7 @@ class _Simulation:
         device = self.topology.device(stage.device)
         nodes = [self.nodes[n] for n in stage.nodes]
         task = self._new(request, "compute", part_name(index), device=device.name,
-                         duration_s=self.cost.nodes_latency(device, nodes))
+                         duration_s=self.cost.nodes_latency(device, nodes) + device.dispatch_s)
         for source in self._inputs_of(list(stage.nodes)):
             self._gather(request, task, values[source], None, source)
         for name in stage.nodes:
@@ -227,7 +229,8 @@ class _Simulation:
             for h, (hop, nodes) in enumerate(zip(tile.devices, hops)):
                 device = self.topology.device(hop.device)
                 task = self._new(request, "compute", part_name(index, t, h),
-                                 device=device.name, duration_s=self.cost.nodes_latency(device, nodes, needs))
+                                 device=device.name,
+                                 duration_s=self.cost.nodes_latency(device, nodes, needs) + device.dispatch_s)
                 read = list(dict.fromkeys(s.name for n in nodes for s in n.all_input_nodes if s.op != "get_attr"))
                 for source in read:  # values from outside the volume come from where they were made
                     if source not in members and not needs[source].is_empty():
@@ -252,7 +255,8 @@ class _Simulation:
             share = (cluster.features[1] - cluster.features[0]) / width
             latency = sum(self.cost.latency(device, n.meta["layer"], None, None) * share for n in nodes
                           if n.meta["layer"].kind == "linear")
-            task = self._new(request, "compute", part_name(index, cluster=c), device=device.name, duration_s=latency)
+            task = self._new(request, "compute", part_name(index, cluster=c), device=device.name,
+                             duration_s=latency + device.dispatch_s)
             input_share = share if stage.mode == "data" else 1.0
             self._gather(request, task, [Piece(p.device, p.item, p.region, p.size_bytes * input_share)
                                          for p in values[source]], None, source)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -45,6 +45,7 @@ class Device:
     cuda_arch: str | None = None
     efficiency: dict = field(default_factory=dict, compare=False)
     profile_path: Path | None = None
+    dispatch_s: float = 0.0  # what the runtime costs each part run here (a Ray actor call), on top of its compute
 
     @property
     def computes(self) -> bool:
@@ -156,6 +157,13 @@ def parse_topology(data: object, source: str = "topology", base: Path = Path("."
 
 
 def _device(entry: dict, where: str, catalog: dict, base: Path) -> Device:
+    device = _device_figures(entry, where, catalog, base)
+    if "dispatch" in entry:
+        device = replace(device, dispatch_s=_duration(entry["dispatch"], f"{where}.dispatch"))
+    return device
+
+
+def _device_figures(entry: dict, where: str, catalog: dict, base: Path) -> Device:
     given = [key for key in ("kind", "figures", "profile") if key in entry]
     if len(given) > 1:
         raise HalocutError(f"{where}: give one of kind, figures or profile, not {' and '.join(given)}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -75,6 +76,35 @@ print(statistics.median(samples[3:]))
 """
 
 
+_RAY_MESSAGE = """import json, statistics, sys, time
+import numpy as np, ray
+ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
+@ray.remote(num_cpus=0)
+class End:
+    def make(self, n):
+        return np.zeros(n, dtype=np.uint8)
+    def take(self, x):
+        return len(x)
+pairs = json.loads(sys.argv[2]); size = int(sys.argv[3]); machines = json.loads(sys.argv[4])
+ends = {m: End.options(resources={m: 0.001}).remote() for m in dict.fromkeys([*machines, *(m for p in pairs for m in p)])}
+seconds = {}
+small = np.zeros(size, dtype=np.uint8)
+for m in machines:
+    samples = []
+    for _ in range(9):
+        start = time.perf_counter(); ray.get(ends[m].take.remote(small)); samples.append(time.perf_counter() - start)
+    seconds[m] = statistics.median(samples[2:])
+for a, b in pairs + [[b, a] for a, b in pairs]:
+    samples = []
+    for _ in range(9):
+        start = time.perf_counter(); ray.get(ends[b].take.remote(ends[a].make.remote(size)))
+        samples.append(time.perf_counter() - start)
+    seconds[a + ">" + b] = statistics.median(samples[2:])
+print(json.dumps(seconds))
+"""
+MESSAGE_BYTES = 1000  # the message whose Ray transfer time stands for a link's per-message cost
+
+
 def in_namespace(state: State, machine: str, argv: list[str], **options) -> subprocess.CompletedProcess:
     """Run ``argv`` in ``machine``'s namespace (not its cgroup) with the testbed's Ray environment."""
     namespace = state.machines[machine]["namespace"]
@@ -118,6 +148,23 @@ def round_trip_s(state: State, source: str, target: str, port: int = 5299, count
     finally:
         server.kill()
         server.wait()
+
+
+def ray_message_s(state: State, pairs: list[tuple[str, str]], machines: list[str]) -> tuple[dict, dict]:
+    """Seconds of Ray calls as the deployment makes them (the driver in the requester's namespace submits every
+    call): per machine, a call carrying a MESSAGE_BYTES array to an actor there (what running a part there costs
+    beyond its compute); per pair, both ways, that array made by an actor on one machine and taken by an actor on
+    the other (a small object returns to its owner, the driver, and goes on from there)."""
+    done = in_namespace(state, requester(state), [sys.executable, "-c", _RAY_MESSAGE, state.head,
+                                                  json.dumps([list(p) for p in pairs]), str(MESSAGE_BYTES),
+                                                  json.dumps(machines)],
+                        capture_output=True, text=True, timeout=300)
+    if done.returncode:
+        raise HalocutError(f"testbed '{state.name}': timing Ray messages failed: "
+                           f"{(done.stderr.strip() or 'no output').splitlines()[-1]}")
+    seconds = json.loads(done.stdout.strip().splitlines()[-1])
+    return ({key: value for key, value in seconds.items() if ">" not in key},
+            {tuple(key.split(">")): value for key, value in seconds.items() if ">" in key})
 
 
 # --- traffic per link during a run
@@ -207,8 +254,12 @@ def profile_testbed(state: State, model: str, output: str | Path, input_shape: s
                     runtime: str = "torch", repeats: int = 5, force: bool = False, log=print) -> Path:
     """Profile ``model`` on every computing machine of the testbed (on its Ray node, in its CPU cgroup), measure
     every link's round trip, and write ``OUTPUT/topology.yaml``: the testbed's topology with each machine's
-    figures replaced by its profile (memory kept from the topology) and, where the kernel has no netem, each
-    link's latency by half its measured round trip. Returns the topology file's path."""
+    figures replaced by its profile (memory kept from the topology) and its ``dispatch`` (a part's Ray call there,
+    :func:`ray_message_s`); where the kernel has no netem, each link's
+    latency by half its measured TCP round trip; each link's per-message overhead by what a small Ray message
+    between actors on its two machines costs beyond that (:func:`ray_message_s`; a multi-hop message pays the
+    overhead of every link it crosses, which overstates it: Ray sends it once). Returns the topology file's
+    path."""
     if not state.ready:
         raise HalocutError(f"testbed '{state.name}' is not ready (its up did not finish); halocut testbed down "
                            f"--name {state.name}")
@@ -242,19 +293,31 @@ def profile_testbed(state: State, model: str, output: str | Path, input_shape: s
             for key in ("kind", "figures", "profile"):
                 entry.pop(key, None)
             entry["profile"] = profiles[entry["name"]]
-    latencies = {}
+    latencies, overheads = {}, {}
+    dispatch, messages = ray_message_s(state, [(link.a, link.b) for link in topology.links], list(profiles))
+    for entry in data["devices"]:
+        if entry["name"] in dispatch:
+            entry["dispatch"] = f"{dispatch[entry['name']] * 1e6:.0f}us"
     for entry, link in zip(data.get("links", []), topology.links):
         rtt = round_trip_s(state, link.a, link.b)
-        latencies[link.key] = rtt / 2
-        if not state.netem:
-            entry["latency"] = f"{rtt / 2 * 1e6:.0f}us"
+        latency = rtt / 2 if not state.netem else link.latency_s
+        # what a message costs beyond its bytes, latency and the two calls' dispatch
+        ends = dispatch.get(link.a, 0.0) + dispatch.get(link.b, 0.0)
+        message = statistics.median([messages[(link.a, link.b)], messages[(link.b, link.a)]])
+        overhead = max(0.0, message - ends - latency - MESSAGE_BYTES * 8 / link.bandwidth_bps)
+        latencies[link.key], overheads[link.key] = latency, overhead
+        entry["latency"] = f"{latency * 1e6:.0f}us"
+        entry["overhead"] = f"{overhead * 1e6:.0f}us"
     data["name"] = f"{topology.name}-testbed"
     data["description"] = (f"testbed '{state.name}' of {state.topology} as measured by halocut testbed profile on "
                            f"{time.strftime('%Y-%m-%d %H:%M')}: {model}'s layers profiled on each machine's Ray node "
                            f"in its CPU cgroup; link latency "
                            f"{'from the topology (netem emulates it)' if state.netem else 'half the measured TCP round trip (no netem here)'}"
-                           f"; round trips: " + ", ".join(f"{k} {2 * v * 1e3:.2f} ms" for k, v in latencies.items()))
+                           f"; device dispatch: a Ray call with {MESSAGE_BYTES} bytes from the requester's driver to "
+                           f"an actor there; link overhead: a {MESSAGE_BYTES}-byte Ray message between actors on its "
+                           f"two machines less their dispatch, its bytes and latency")
     write_text(target, yaml.safe_dump(data, sort_keys=False, width=120), force=True)
-    log(f"wrote {target} (profiles of {len(profiles)} machines; link round trips "
-        + ", ".join(f"{k} {2 * v * 1e3:.2f} ms" for k, v in latencies.items()) + ")")
+    log(f"wrote {target} (profiles of {len(profiles)} machines; dispatch per part "
+        + ", ".join(f"{m} {v * 1e3:.2f} ms" for m, v in dispatch.items()) + "; link latency and per-message overhead "
+        + ", ".join(f"{k} {v * 1e3:.2f} + {overheads[k] * 1e3:.2f} ms" for k, v in latencies.items()) + ")")
     return target

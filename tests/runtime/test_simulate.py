@@ -45,6 +45,21 @@ def test_single_device(two_convs):
     assert [(i.resource, i.start_s, i.end_s) for i in result.timeline] == [("cam", 0.0, 2.0)]
 
 
+def test_a_devices_dispatch_is_paid_by_every_part_it_runs(two_convs):
+    """A testbed measures what the runtime costs a part (``dispatch``): each compute task on that device pays it."""
+    topology = parse_topology({"name": "cut", "devices": [
+        {"name": "cam", "role": "requester", "figures": figures(CONV), "dispatch": "250ms"},
+        {"name": "srv", "role": "edge", "figures": figures(2 * CONV), "dispatch": 0.1}],
+        "links": [{"between": ["cam", "srv"], "bandwidth": TENSOR * 8, "latency": 0.5}]})
+    assert topology.device("cam").dispatch_s == pytest.approx(0.25)
+    plan = Plan("m", (1, 1, 8, 8), (Stage("single", ("_0",), device="cam"), Stage("single", ("_1",), device="srv")))
+    result = simulate(two_convs, plan, topology, FlopsOverPeak(), requests=1)
+    assert result.latency_s == pytest.approx(1.25 + 1.5 + 0.6 + 1.5)  # test_two_device_cut plus 0.25 s and 0.1 s
+    with pytest.raises(Exception, match="dispatch"):
+        parse_topology({"name": "bad", "devices": [{"name": "cam", "role": "requester", "figures": figures(CONV),
+                                                    "dispatch": "-1ms"}], "links": []})
+
+
 def test_two_device_cut(two_convs):
     topology = parse_topology({"name": "cut", "devices": [
         {"name": "cam", "role": "requester", "figures": figures(CONV)},

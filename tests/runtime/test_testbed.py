@@ -1,6 +1,8 @@
 """Issue 13: a testbed of three machines on this one (network namespaces, shaped links, CPU cgroups, a Ray node
-each): TCP across a shaped link runs at its configured rate, a build runs across the namespaces and verifies
-with its bytes crossing the requester's shaped veth, and ``down`` leaves nothing of it behind.
+each): TCP across a shaped link runs at its configured rate, ``testbed profile`` measures every machine in its
+cgroup and writes a topology of them, a build planned for that topology runs across the namespaces
+(``run --testbed``) and verifies with its bytes counted on the shaped links, and ``down`` leaves nothing of it
+behind.
 
 Needs root and network namespaces (as on CI here); skips with the reason where they are not available."""
 
@@ -11,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.support import ROOT
 
@@ -54,12 +57,6 @@ def _namespaces_work() -> str | None:
 pytestmark = pytest.mark.skipif(_namespaces_work() is not None, reason=str(_namespaces_work()))
 
 
-def tx_bytes(namespace: str, interface: str) -> int:
-    done = subprocess.run(["ip", "netns", "exec", namespace, "cat", f"/sys/class/net/{interface}/statistics/tx_bytes"],
-                          capture_output=True, text=True, check=True)
-    return int(done.stdout)
-
-
 def tcp_rate(source: str, target: str, address: str) -> float:
     server = subprocess.Popen(["ip", "netns", "exec", target, sys.executable, "-c", SERVE, address],
                               stdout=subprocess.PIPE, text=True)
@@ -87,24 +84,33 @@ def test_a_testbed_shapes_its_links_runs_a_build_across_them_and_leaves_nothing(
         rate = tcp_rate(cam["namespace"], pi["namespace"], pi["address"])
         assert 0.8 * 20e6 <= rate <= 1.2 * 20e6, rate  # the cam -- pi link is 20 Mbps
 
+        profiled = tmp_path / "profiled"
+        done = subprocess.run([HALOCUT, "testbed", "profile", "lenet5", "--name", name, "-o", str(profiled)],
+                              capture_output=True, text=True, cwd=ROOT, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        cam_profile = json.loads((profiled / "cam.json").read_text())
+        assert cam_profile["device"] == "cam" and cam_profile["statistic"].startswith("mean over")  # in its cgroup
+        assert cam_profile["testbed"]["cores"] == pytest.approx(state.machines["cam"]["cores"])
+        measured = yaml.safe_load((profiled / "topology.yaml").read_text())
+        assert all("dispatch" in d and d["profile"] == f"{d['name']}.json" for d in measured["devices"])
+        assert all("overhead" in link and "latency" in link for link in measured["links"])
+
         build, plan = tmp_path / "build", tmp_path / "plan.json"
-        env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-        subprocess.run([HALOCUT, "plan", "lenet5", "--topology", str(topology), "--planner", "modnn", "-o", str(plan)],
+        topology_file = str(profiled / "topology.yaml")
+        subprocess.run([HALOCUT, "plan", "lenet5", "--topology", topology_file, "--planner", "modnn", "-o", str(plan)],
                        check=True, capture_output=True, cwd=ROOT)
-        subprocess.run([HALOCUT, "compile", "lenet5", "--topology", str(topology), "--plan", str(plan), "-o",
-                        str(build), "--backends", "onnx,torch"], check=True, capture_output=True, cwd=ROOT)
-        interface = next(line.split(":")[1].strip().split("@")[0] for line in subprocess.run(
-            ["ip", "-n", cam["namespace"], "-o", "link", "show"], capture_output=True, text=True).stdout.splitlines()
-            if "hc" in line)
-        before = tx_bytes(cam["namespace"], interface)
-        done = subprocess.run(["ip", "netns", "exec", cam["namespace"], HALOCUT, "run", str(build), "--address",
-                               state.head, "--requests", "3", "--plain-api", "--json"], capture_output=True,
-                              text=True, env=env, timeout=400)
+        subprocess.run([HALOCUT, "compile", "lenet5", "--topology", topology_file, "--plan", str(plan), "-o",
+                        str(build), "--backends", "torch"], check=True, capture_output=True, cwd=ROOT)
+        done = subprocess.run([HALOCUT, "run", str(build), "--testbed", name, "--requests", "3", "--json"],
+                              capture_output=True, text=True, timeout=400, cwd=ROOT)
         assert done.returncode == 0, done.stderr[-2000:]
         report = json.loads(done.stdout)
         assert report["verified"] is True and report["requests_lost"] == 0
         assert len(report["actors"]) == 3
-        assert tx_bytes(cam["namespace"], interface) - before > 3 * 4 * 3 * 32 * 32 / 3  # input crops left cam
+        links = {(link["from"], link["to"]): link for link in report["links"]}
+        assert set(links) == {("cam", "pi"), ("pi", "cam"), ("pi", "nano"), ("nano", "pi")}
+        assert links[("cam", "pi")]["bytes"] > 3 * 4 * 3 * 32 * 32 / 3  # input crops left cam over its shaped link
+        assert links[("cam", "pi")]["configured_bps"] == 20e6 and links[("cam", "pi")]["busy_s"] > 0
     finally:
         removed = down(name, log=lambda *_: None)
     assert any(r.startswith("process") for r in removed) and any(r.startswith("namespace") for r in removed)
