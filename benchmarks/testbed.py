@@ -47,7 +47,12 @@ def measure_topology(topology: str, models: list[str], planners: list[str], shap
                      progress: Progress, task) -> list[dict]:
     name = f"bench{os.getpid() % 10000}"
     rows = []
-    halocut("testbed", "up", str(ROOT / "examples/topologies" / f"{topology}.yaml"), "--name", name)
+    try:
+        halocut("testbed", "up", str(ROOT / "examples/topologies" / f"{topology}.yaml"), "--name", name)
+    except RuntimeError as error:
+        progress.advance(task, len(models) * len(planners))
+        return [{"topology": topology, "model": m, "planner": p, "error": str(error)[:400]}
+                for m in models for p in planners]
     try:
         for model in models:
             here = out / topology / model

@@ -15,7 +15,8 @@ the hub redirects every port's ingress into one ifb shaped at the medium's bandw
 CPU: each machine's processes run in a cgroup (v2 ``cpu.max`` where the cpu controller is enabled, else
 cgroup v1 ``cpu.cfs_quota_us``) whose quota keeps the topology's speed ratios: the fastest device gets
 ``cpu_scale`` cores (auto: one, or less so that all of them fit this machine's cores), the others their share of
-its peak FLOP/s (at least 1 % of it), over a 10 ms period (:func:`cpu_period_us`).
+its peak FLOP/s (a relay that computes nothing: the slowest device's share; at least MIN_CORES), over a 10 ms
+period (:func:`cpu_period_us`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from halocut.runtime.testbed.layout import Layout, check_name, plan_testbed
 from halocut.targets.topology import Topology, load_topology
 
 RAY_PORT = 6379
+MIN_CORES = 0.05  # under this a Ray node takes minutes to start; a slower device is clamped to it (up says so)
 STOP_WAIT_S = 20.0  # how long a Ray node may take to end after SIGTERM, before SIGKILL
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -60,6 +62,7 @@ class State:
     head: str | None = None  # the Ray head's address
     netem: bool = False
     cpu_scale: float = 1.0  # cores of the fastest device
+    clamped: list[str] = field(default_factory=list)  # machines given MIN_CORES, more than their share
     ready: bool = False
 
     @property
@@ -140,6 +143,9 @@ def up(topology_path: str | Path, name: str = "bed", cpu_scale: str = "auto", ra
             raise HalocutError(f"{error}; everything up made is removed, its Ray logs are kept in {kept}") from None
         raise
     scaled = ", ".join(f"{m} {info['cores']:.2f}" for m, info in state.machines.items())
+    if state.clamped:
+        scaled += (f" ({', '.join(state.clamped)} at least {MIN_CORES:g} cores, faster than their share: a Ray node "
+                   f"needs that much to start)")
     log(f"testbed '{name}' up: {len(layout.machines)} machines, {len(layout.segments)} segments; CPU cores "
         f"(fastest device = {state.cpu_scale:.3g}): {scaled}; link latency "
         f"{'emulated by netem' if state.netem else 'NOT emulated (this kernel has no netem)'}")
@@ -281,7 +287,9 @@ def cpu_period_us(cores: float) -> int:
 
 def _cpu(layout: Layout, topology: Topology, state: State, cpu_scale: str) -> None:
     fastest = max((d.peak_flops for d in topology.devices), default=0.0) or 1.0
-    shares = {m.name: max(0.01, topology.device(m.name).peak_flops / fastest) for m in layout.machines}
+    shares = {m.name: topology.device(m.name).peak_flops / fastest for m in layout.machines}
+    slowest = min((v for v in shares.values() if v > 0), default=1.0)
+    shares = {m: v if v > 0 else slowest for m, v in shares.items()}  # a relay runs only its Ray node
     scale = _scale(cpu_scale, list(shares.values()))
     v2 = (CGROUP_ROOT / "cgroup.controllers").exists() and \
         "cpu" in (CGROUP_ROOT / "cgroup.controllers").read_text().split()
@@ -290,7 +298,9 @@ def _cpu(layout: Layout, topology: Topology, state: State, cpu_scale: str) -> No
         raise HalocutError("testbed: no CPU cgroup controller (neither cgroup v2 'cpu' nor v1 'cpu')")
     state.cpu_scale = scale
     for machine in layout.machines:
-        cores = max(0.001, scale * shares[machine.name])
+        cores = max(MIN_CORES, scale * shares[machine.name])
+        if cores > scale * shares[machine.name]:
+            state.clamped.append(machine.name)
         path = base / f"{machine.namespace}"
         state.cgroups.append(str(path))
         state.save()
