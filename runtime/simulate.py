@@ -2,7 +2,8 @@
 
 A plan becomes a DAG of compute tasks (a single stage, one hop of a tile, an
 fc cluster; each also pays its device's ``dispatch``, the runtime's cost of
-running a part there, 0 unless a topology measured it) and transfers (the
+running a part there, and waits for the requester's driver to submit it, one
+part at a time, when the topology measured a ``submit`` time) and transfers (the
 region of a value a task needs and another device holds, sent along the
 topology's route hop by hop). Devices run one
 task at a time, in request order. Each direction of a link carries one
@@ -33,6 +34,7 @@ from halocut.targets.cost import CostModel, efficiency_of
 from halocut.targets.topology import Link, Topology
 
 EPSILON = 1e-12
+DRIVER = "(driver)"  # the requester's driver, submitting every part's call one at a time (its ``submit``)
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,7 @@ def simulate(graph_module: fx.GraphModule, plan: Plan, topology: Topology, cost:
     sent: dict[str, float] = {link.key: 0.0 for link in topology.links}
     for interval in timeline:
         if interval.kind == "compute":
-            busy[interval.resource] += interval.end_s - interval.start_s
+            busy[interval.resource] = busy.get(interval.resource, 0.0) + interval.end_s - interval.start_s
         else:
             sent[interval.resource] += interval.size_bytes
     return SimulationResult(latency, throughput, lower_bound(graph_module, topology, cost), busy, sent,
@@ -158,6 +160,14 @@ class _Simulation:
         item = _Item(len(self.items), request, kind, label, **fields)
         self.items.append(item)
         return item
+
+    def _submitted(self, request: int, task: _Item) -> _Item:
+        """The part ``task`` waits for the driver to submit it (when the requester has a ``submit`` time)."""
+        submit_s = self.topology.requester.submit_s
+        if submit_s > 0:
+            self._depend(task, self._new(request, "compute", f"submit {task.label}", device=DRIVER,
+                                         duration_s=submit_s).id)
+        return task
 
     def _depend(self, item: _Item, on: int | None) -> None:
         if on is not None:
@@ -208,8 +218,8 @@ class _Simulation:
     def _single(self, request: int, index: int, stage: Stage, values: dict) -> None:
         device = self.topology.device(stage.device)
         nodes = [self.nodes[n] for n in stage.nodes]
-        task = self._new(request, "compute", part_name(index), device=device.name,
-                         duration_s=self.cost.nodes_latency(device, nodes) + device.dispatch_s)
+        task = self._submitted(request, self._new(request, "compute", part_name(index), device=device.name,
+                                                  duration_s=self.cost.nodes_latency(device, nodes) + device.dispatch_s))
         for source in self._inputs_of(list(stage.nodes)):
             self._gather(request, task, values[source], None, source)
         for name in stage.nodes:
@@ -228,9 +238,9 @@ class _Simulation:
             tasks: list[_Item] = []
             for h, (hop, nodes) in enumerate(zip(tile.devices, hops)):
                 device = self.topology.device(hop.device)
-                task = self._new(request, "compute", part_name(index, t, h),
-                                 device=device.name,
-                                 duration_s=self.cost.nodes_latency(device, nodes, needs) + device.dispatch_s)
+                task = self._submitted(request, self._new(
+                    request, "compute", part_name(index, t, h), device=device.name,
+                    duration_s=self.cost.nodes_latency(device, nodes, needs) + device.dispatch_s))
                 read = list(dict.fromkeys(s.name for n in nodes for s in n.all_input_nodes if s.op != "get_attr"))
                 for source in read:  # values from outside the volume come from where they were made
                     if source not in members and not needs[source].is_empty():
@@ -255,8 +265,8 @@ class _Simulation:
             share = (cluster.features[1] - cluster.features[0]) / width
             latency = sum(self.cost.latency(device, n.meta["layer"], None, None) * share for n in nodes
                           if n.meta["layer"].kind == "linear")
-            task = self._new(request, "compute", part_name(index, cluster=c), device=device.name,
-                             duration_s=latency + device.dispatch_s)
+            task = self._submitted(request, self._new(request, "compute", part_name(index, cluster=c),
+                                                      device=device.name, duration_s=latency + device.dispatch_s))
             input_share = share if stage.mode == "data" else 1.0
             self._gather(request, task, [Piece(p.device, p.item, p.region, p.size_bytes * input_share)
                                          for p in values[source]], None, source)
@@ -310,7 +320,7 @@ class _RunState:
         self.now = 0.0
         self.events: list[tuple[float, int, str, int]] = []
         self.sequence = itertools.count()
-        devices = [d.name for d in simulation.topology.devices]
+        devices = [d.name for d in simulation.topology.devices] + [DRIVER]
         self.device_queue: dict[str, list[tuple[int, int]]] = {name: [] for name in devices}
         self.running: dict[str, int | None] = {name: None for name in devices}
         self.channel_queue: dict[tuple[str, str], list[tuple[int, int]]] = {}

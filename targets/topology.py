@@ -46,6 +46,7 @@ class Device:
     efficiency: dict = field(default_factory=dict, compare=False)
     profile_path: Path | None = None
     dispatch_s: float = 0.0  # what the runtime costs each part run here (a Ray actor call), on top of its compute
+    submit_s: float = 0.0  # the requester's driver: its time to submit one part of a request (one at a time)
 
     @property
     def computes(self) -> bool:
@@ -160,6 +161,10 @@ def _device(entry: dict, where: str, catalog: dict, base: Path) -> Device:
     device = _device_figures(entry, where, catalog, base)
     if "dispatch" in entry:
         device = replace(device, dispatch_s=_duration(entry["dispatch"], f"{where}.dispatch"))
+    if "submit" in entry:
+        if device.role != "requester":
+            raise HalocutError(f"{where}.submit: only the requester submits (its driver sends every part's call)")
+        device = replace(device, submit_s=_duration(entry["submit"], f"{where}.submit"))
     return device
 
 

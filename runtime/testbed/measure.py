@@ -85,6 +85,8 @@ class End:
         return np.zeros(n, dtype=np.uint8)
     def take(self, x):
         return len(x)
+    def echo(self, x):
+        return x
 pairs = json.loads(sys.argv[2]); size = int(sys.argv[3]); machines = json.loads(sys.argv[4])
 ends = {m: End.options(resources={m: 0.001}).remote() for m in dict.fromkeys([*machines, *(m for p in pairs for m in p)])}
 seconds = {}
@@ -94,6 +96,16 @@ for m in machines:
     for _ in range(9):
         start = time.perf_counter(); ray.get(ends[m].take.remote(small)); samples.append(time.perf_counter() - start)
     seconds[m] = statistics.median(samples[2:])
+from ray.dag import InputNode
+with InputNode() as given:  # a chain of CHAIN calls, as the plain DAG API submits a request's parts
+    node = given
+    for _ in range(20):
+        node = ends[machines[0]].echo.bind(node)
+samples = []
+for _ in range(7):
+    start = time.perf_counter(); ref = node.execute(small); samples.append((time.perf_counter() - start) / 20)
+    ray.get(ref)
+seconds["(submit)"] = statistics.median(samples[2:])
 for a, b in pairs + [[b, a] for a, b in pairs]:
     samples = []
     for _ in range(9):
@@ -152,8 +164,9 @@ def round_trip_s(state: State, source: str, target: str, port: int = 5299, count
 
 def ray_message_s(state: State, pairs: list[tuple[str, str]], machines: list[str]) -> tuple[dict, dict]:
     """Seconds of Ray calls as the deployment makes them (the driver in the requester's namespace submits every
-    call): per machine, a call carrying a MESSAGE_BYTES array to an actor there (what running a part there costs
-    beyond its compute); per pair, both ways, that array made by an actor on one machine and taken by an actor on
+    call): what the driver takes to submit one call of a plain DAG ("(submit)", from a chain of 20 on the first
+    machine's actor); per machine, a call carrying a MESSAGE_BYTES array to an actor there, less that submission
+    (what running a part there costs beyond its compute); per pair, both ways, that array made by an actor on one machine and taken by an actor on
     the other (a small object returns to its owner, the driver, and goes on from there)."""
     done = in_namespace(state, requester(state), [sys.executable, "-c", _RAY_MESSAGE, state.head,
                                                   json.dumps([list(p) for p in pairs]), str(MESSAGE_BYTES),
@@ -163,7 +176,8 @@ def ray_message_s(state: State, pairs: list[tuple[str, str]], machines: list[str
         raise HalocutError(f"testbed '{state.name}': timing Ray messages failed: "
                            f"{(done.stderr.strip() or 'no output').splitlines()[-1]}")
     seconds = json.loads(done.stdout.strip().splitlines()[-1])
-    return ({key: value for key, value in seconds.items() if ">" not in key},
+    submit = seconds.pop("(submit)")
+    return ({key: max(0.0, value - submit) for key, value in seconds.items() if ">" not in key} | {"(submit)": submit},
             {tuple(key.split(">")): value for key, value in seconds.items() if ">" in key})
 
 
@@ -294,15 +308,19 @@ def profile_testbed(state: State, model: str, output: str | Path, input_shape: s
                 entry.pop(key, None)
             entry["profile"] = profiles[entry["name"]]
     latencies, overheads = {}, {}
-    dispatch, messages = ray_message_s(state, [(link.a, link.b) for link in topology.links], list(profiles))
+    dispatch, messages = ray_message_s(state, [(link.a, link.b) for link in topology.links],
+                                       sorted(profiles, key=lambda m: m != topology.requester.name))
+    submit = dispatch.pop("(submit)")
     for entry in data["devices"]:
         if entry["name"] in dispatch:
             entry["dispatch"] = f"{dispatch[entry['name']] * 1e6:.0f}us"
+        if entry["name"] == topology.requester.name:
+            entry["submit"] = f"{submit * 1e6:.0f}us"
     for entry, link in zip(data.get("links", []), topology.links):
         rtt = round_trip_s(state, link.a, link.b)
         latency = rtt / 2 if not state.netem else link.latency_s
         # what a message costs beyond its bytes, latency and the two calls' dispatch
-        ends = dispatch.get(link.a, 0.0) + dispatch.get(link.b, 0.0)
+        ends = dispatch.get(link.a, 0.0) + dispatch.get(link.b, 0.0) + 2 * submit
         message = statistics.median([messages[(link.a, link.b)], messages[(link.b, link.a)]])
         overhead = max(0.0, message - ends - latency - MESSAGE_BYTES * 8 / link.bandwidth_bps)
         latencies[link.key], overheads[link.key] = latency, overhead
@@ -313,11 +331,13 @@ def profile_testbed(state: State, model: str, output: str | Path, input_shape: s
                            f"{time.strftime('%Y-%m-%d %H:%M')}: {model}'s layers profiled on each machine's Ray node "
                            f"in its CPU cgroup; link latency "
                            f"{'from the topology (netem emulates it)' if state.netem else 'half the measured TCP round trip (no netem here)'}"
-                           f"; device dispatch: a Ray call with {MESSAGE_BYTES} bytes from the requester's driver to "
-                           f"an actor there; link overhead: a {MESSAGE_BYTES}-byte Ray message between actors on its "
+                           f"; the requester's submit: the driver's time per call of a plain Ray DAG; device "
+                           f"dispatch: a Ray call with {MESSAGE_BYTES} bytes from the driver to an actor there, less "
+                           f"the submit; link overhead: a {MESSAGE_BYTES}-byte Ray message between actors on its "
                            f"two machines less their dispatch, its bytes and latency")
     write_text(target, yaml.safe_dump(data, sort_keys=False, width=120), force=True)
-    log(f"wrote {target} (profiles of {len(profiles)} machines; dispatch per part "
+    log(f"wrote {target} (profiles of {len(profiles)} machines; the driver submits a part in {submit * 1e3:.2f} ms; "
+        f"dispatch per part "
         + ", ".join(f"{m} {v * 1e3:.2f} ms" for m, v in dispatch.items()) + "; link latency and per-message overhead "
         + ", ".join(f"{k} {v * 1e3:.2f} + {overheads[k] * 1e3:.2f} ms" for k, v in latencies.items()) + ")")
     return target

@@ -60,6 +60,24 @@ def test_a_devices_dispatch_is_paid_by_every_part_it_runs(two_convs):
                                                     "dispatch": "-1ms"}], "links": []})
 
 
+def test_the_requesters_driver_submits_the_parts_one_at_a_time(two_convs):
+    topology = parse_topology({"name": "cut", "devices": [
+        {"name": "cam", "role": "requester", "figures": figures(CONV), "submit": "500ms"},
+        {"name": "srv", "role": "edge", "figures": figures(2 * CONV)}],
+        "links": [{"between": ["cam", "srv"], "bandwidth": TENSOR * 8, "latency": 0.5}]})
+    plan = Plan("m", (1, 1, 8, 8), (Stage("single", ("_0",), device="cam"), Stage("single", ("_1",), device="srv")))
+    result = simulate(two_convs, plan, topology, FlopsOverPeak(), requests=1)
+    # cam's part is submitted by 0.5 s, runs to 1.5; the transfer to 3.0; srv's part (submitted by 1.0) to 3.5;
+    # the output back by 5.0
+    assert result.latency_s == pytest.approx(5.0)
+    assert result.busy_s["(driver)"] == pytest.approx(1.0)
+    with pytest.raises(Exception, match="only the requester submits"):
+        parse_topology({"name": "bad", "devices": [{"name": "cam", "role": "requester", "figures": figures(CONV)},
+                                                   {"name": "srv", "role": "edge", "figures": figures(CONV),
+                                                    "submit": "1ms"}],
+                        "links": [{"between": ["cam", "srv"], "bandwidth": "1Mbps"}]})
+
+
 def test_two_device_cut(two_convs):
     topology = parse_topology({"name": "cut", "devices": [
         {"name": "cam", "role": "requester", "figures": figures(CONV)},
