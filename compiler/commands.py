@@ -119,11 +119,12 @@ def profile_model_on(device: str, address: str, model: str, input_shape: tuple[i
     must load on that machine (a zoo name does; a ``file.py:factory`` path must exist there)."""
     import ray
 
-    from halocut.runtime.cpu import usable_cores
+    from halocut.runtime.cpu import join_cpu_cap, usable_cores
     from halocut.runtime.ray_actor import limit_threads
     from halocut.runtime.ray_exec import connect
 
     def measure() -> dict:
+        join_cpu_cap()
         limit_threads(usable_cores())
         result = profile_model(model, input_shape, runtime, repeats, warmup, max_sweep, progress=False)
         return {**result, "device": device}

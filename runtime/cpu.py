@@ -6,6 +6,8 @@ import math
 import os
 from pathlib import Path
 
+from halocut.ir.errors import HalocutError
+
 
 def cpu_quota() -> tuple[float, float] | None:
     """This process's CPU cap as (cores, period seconds), or None when it has none.
@@ -38,6 +40,25 @@ def cpu_quota() -> tuple[float, float] | None:
                 period = int((base / "cpu.cfs_period_us").read_text())
                 return None if quota < 0 else (quota / period, period / 1e6)
     return None
+
+
+CGROUP_ENV = "HALOCUT_CPU_CGROUP"  # a cgroup.procs file that a testbed's Ray workers join (cpu_cap_join)
+
+
+def join_cpu_cap() -> bool:
+    """Move this process into the CPU cgroup ``$HALOCUT_CPU_CGROUP`` names, if any; whether it did.
+
+    A testbed runs each machine's Ray node (raylet, and the GCS on the head) outside its machine's cgroup, so
+    that a node capped at a few percent of a core still starts and answers; the processes that compute (actors,
+    the profiler's task) join the cap when they start."""
+    procs = os.environ.get(CGROUP_ENV)
+    if not procs:
+        return False
+    try:
+        Path(procs).write_text(str(os.getpid()))
+    except OSError as error:
+        raise HalocutError(f"cannot join the CPU cap {procs}: {error.strerror}") from None
+    return True
 
 
 def usable_cores() -> int:

@@ -44,7 +44,7 @@ from halocut.backends.base import Artifact, Target, backend
 from halocut.backends.manifest import listed_files, parse_manifest
 from halocut.backends.signing import TRUST_ENV, read_public_key, trusted_key_path, verify
 from halocut.ir.errors import HalocutError
-from halocut.runtime.cpu import usable_cores
+from halocut.runtime.cpu import join_cpu_cap, usable_cores
 from halocut.runtime.flow import Runner, Step, assemble, crop
 
 
@@ -54,6 +54,7 @@ class PartHost:
     def __init__(self, device: str, threads: int | None = None):
         """``threads``: per backend in this process; 0 means the cores usable here (a CPU quota's, on a testbed), None leaves the process as it is."""
         self.device = device
+        join_cpu_cap()  # on a testbed: this machine's CPU cap
         self.threads = (threads or usable_cores()) if threads is not None else None
         if self.threads is not None:
             limit_threads(self.threads)

@@ -12,7 +12,8 @@ class, shaped at the slowest of the member's links. A shared medium is shaped on
 the hub redirects every port's ingress into one ifb shaped at the medium's bandwidth. This kernel may lack
 ``netem``: link latency is then not emulated (:func:`netem_available` says which; the state records it).
 
-CPU: each machine's processes run in a cgroup (v2 ``cpu.max`` where the cpu controller is enabled, else
+CPU: each machine's computing processes (its Ray workers: the deployment's actors, the profiler's task) run in
+a cgroup (v2 ``cpu.max`` where the cpu controller is enabled, else
 cgroup v1 ``cpu.cfs_quota_us``) whose quota keeps the topology's speed ratios: the fastest device gets
 ``cpu_scale`` cores (auto: one, or less so that all of them fit this machine's cores), the others their share of
 its peak FLOP/s (a relay that computes nothing: the slowest device's share; at least MIN_CORES), over a 10 ms
@@ -34,11 +35,12 @@ from pathlib import Path
 
 from halocut.ir.errors import HalocutError
 from halocut.ir.files import write_json
+from halocut.runtime.cpu import CGROUP_ENV
 from halocut.runtime.testbed.layout import Layout, check_name, plan_testbed
 from halocut.targets.topology import Topology, load_topology
 
 RAY_PORT = 6379
-MIN_CORES = 0.05  # under this a Ray node takes minutes to start; a slower device is clamped to it (up says so)
+MIN_CORES = 0.05  # a slower device is clamped to this (up says so): under it, profiling it would take many minutes
 STOP_WAIT_S = 20.0  # how long a Ray node may take to end after SIGTERM, before SIGKILL
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -144,8 +146,8 @@ def up(topology_path: str | Path, name: str = "bed", cpu_scale: str = "auto", ra
         raise
     scaled = ", ".join(f"{m} {info['cores']:.2f}" for m, info in state.machines.items())
     if state.clamped:
-        scaled += (f" ({', '.join(state.clamped)} at least {MIN_CORES:g} cores, faster than their share: a Ray node "
-                   f"needs that much to start)")
+        scaled += (f" ({', '.join(state.clamped)} at least {MIN_CORES:g} cores, faster than their share of the "
+                   f"fastest)")
     log(f"testbed '{name}' up: {len(layout.machines)} machines, {len(layout.segments)} segments; CPU cores "
         f"(fastest device = {state.cpu_scale:.3g}): {scaled}; link latency "
         f"{'emulated by netem' if state.netem else 'NOT emulated (this kernel has no netem)'}")
@@ -337,7 +339,9 @@ def _remove_cgroup(path: Path) -> None:
 # --- Ray nodes
 
 def _ray_nodes(layout: Layout, topology: Topology, state: State) -> None:
-    """A Ray node per machine, each in its namespace and cgroup, the requester's the head."""
+    """A Ray node per machine in its namespace, the requester's the head. The node's own services (raylet, the
+    head's GCS) run outside the machine's CPU cgroup, so that a machine capped at a few percent of a core still
+    starts and answers within seconds; its workers join the cgroup when they start (:func:`cpu.join_cpu_cap`)."""
     requester = topology.requester.name
     ordered = sorted(layout.machines, key=lambda m: m.name != requester)
     head = f"{layout.machine(requester).address}:{RAY_PORT}"
@@ -356,8 +360,9 @@ def _ray_nodes(layout: Layout, topology: Topology, state: State) -> None:
         state.save()
         command = [ray, "start", "--block", *role, f"--node-ip-address={machine.address}", f"--temp-dir={temp}",
                    f"--num-cpus={cores}", f"--resources={json.dumps({machine.name: 1})}", "--disable-usage-stats"]
-        quota = {"HALOCUT_CPU_QUOTA": f"{info['cores']:.6g},{info['cpu_period_us'] / 1e6:g}"}  # profile.cpu_quota
-        process = _start_in(machine.namespace, info["cgroup"], command, logs / f"{machine.name}.log", quota)
+        cap = {"HALOCUT_CPU_QUOTA": f"{info['cores']:.6g},{info['cpu_period_us'] / 1e6:g}",  # cpu.cpu_quota
+               CGROUP_ENV: f"{info['cgroup']}/cgroup.procs"}  # cpu.join_cpu_cap
+        process = _start_in(machine.namespace, command, logs / f"{machine.name}.log", cap)
         state.processes.append({"machine": machine.name, "pid": process.pid, "what": "ray node",
                                 "start": _start_time(process.pid)})
         state.save()
@@ -374,14 +379,26 @@ def ray_environment() -> dict[str, str]:
     return {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
-def _start_in(namespace: str, cgroup: str, command: list[str], log: Path,
-              env: dict[str, str] | None = None) -> subprocess.Popen:
-    procs = Path(cgroup) / "cgroup.procs"
-    script = 'echo $$ > "$1" && shift && exec ip netns exec "$@"'
+def _cgroup_mount() -> str:
+    """Shell lines that mount this machine's CPU cgroup hierarchy again under /sys/fs/cgroup: ``ip netns exec``
+    mounts a fresh /sys, which hides it, and the node's workers must reach their cgroup to join it."""
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        _, point, kind, options = line.split()[:4]
+        if kind == "cgroup2" and point == str(CGROUP_ROOT):
+            return f"mount -t cgroup2 none {CGROUP_ROOT}"
+        if kind == "cgroup" and point == str(CGROUP_ROOT / "cpu"):
+            controllers = ",".join(o for o in options.split(",") if o in ("cpu", "cpuacct"))
+            return (f"mount -t tmpfs none {CGROUP_ROOT} && mkdir -p {point} && "
+                    f"mount -t cgroup -o {controllers} cgroup {point}")
+    raise HalocutError(f"testbed: no CPU cgroup hierarchy mounted at {CGROUP_ROOT} or {CGROUP_ROOT / 'cpu'}")
+
+
+def _start_in(namespace: str, command: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    script = _cgroup_mount() + ' && exec "$@"'  # in the private mount namespace ip netns exec made
     with open(log, "ab") as out:
-        return subprocess.Popen(["sh", "-c", script, "sh", str(procs), namespace, *command], stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**ray_environment(), **(env or {})},
-                                start_new_session=True)
+        return subprocess.Popen(["ip", "netns", "exec", namespace, "sh", "-c", script, "sh", *command], stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env={**ray_environment(), **(env or {})}, start_new_session=True)
 
 
 def _wait_port(namespace: str, address: str, port: int, process: subprocess.Popen, timeout_s: float = 60) -> None:
@@ -408,8 +425,12 @@ def _wait_nodes(layout: Layout, state: State, timeout_s: float = 90) -> None:
     wanted = {m.name for m in layout.machines}
     seen: set[str] = set()
     while time.monotonic() < deadline:
-        done = subprocess.run(["ip", "netns", "exec", head_ns, sys.executable, "-c", probe, state.head],
-                              capture_output=True, text=True, env=ray_environment(), timeout=timeout_s)
+        try:
+            done = subprocess.run(["ip", "netns", "exec", head_ns, sys.executable, "-c", probe, state.head],
+                                  capture_output=True, text=True, env=ray_environment(),
+                                  timeout=max(5.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            break
         if done.returncode == 0 and done.stdout.strip():
             seen = set(json.loads(done.stdout.strip().splitlines()[-1])) & wanted
             if seen == wanted:

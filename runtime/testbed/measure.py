@@ -81,6 +81,9 @@ import numpy as np, ray
 ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
 @ray.remote(num_cpus=0)
 class End:
+    def __init__(self):
+        from halocut.runtime.cpu import join_cpu_cap
+        join_cpu_cap()  # as an actor of the deployment does
     def make(self, n):
         return np.zeros(n, dtype=np.uint8)
     def take(self, x):
