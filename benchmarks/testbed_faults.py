@@ -1,7 +1,7 @@
 """Faults on the emulated testbed (issue 13, item 5): a machine's Ray node killed by its PID, then a link taken
 down, each during a stream of requests; no request may be lost or answered wrong.
 
-    sudo .venv/bin/python benchmarks/testbed_faults.py [--model lenet5] [--requests 20] [--after 25]
+    sudo .venv/bin/python benchmarks/testbed_faults.py [--model lenet5] [--requests 60] [--after 15]
                                                        [--topology examples/topologies/testbed-3.yaml]
 
 For each fault: ``halocut testbed up``, a spatial plan over every machine (modnn), ``halocut compile``, then
@@ -94,8 +94,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="lenet5")
     parser.add_argument("--topology", default=str(ROOT / "examples/topologies/testbed-3.yaml"))
-    parser.add_argument("--requests", type=int, default=20)
-    parser.add_argument("--after", type=float, default=25.0, help="seconds from the run's start to the fault")
+    parser.add_argument("--requests", type=int, default=60)
+    parser.add_argument("--after", type=float, default=15.0, help="seconds from the run's start to the fault")
     parser.add_argument("-o", "--output", help="folder for plans, builds and faults.json (default: a temp dir)")
     args = parser.parse_args()
     console = Console(width=160)
