@@ -48,15 +48,17 @@ def halocut(*argv: str, timeout: float = 900) -> str:
 
 
 def measure_topology(topology: str, models: list[str], planners: list[str], shape: str, requests: int, out: Path,
-                     progress: Progress, task) -> list[dict]:
+                     progress: Progress, task, rows: list[dict], save) -> None:
+    """Append a row per plan to ``rows``, calling ``save()`` after each (a run stopped midway keeps what it did)."""
     name = f"bench{os.getpid() % 10000}"
-    rows = []
     try:
         halocut("testbed", "up", str(ROOT / "examples/topologies" / f"{topology}.yaml"), "--name", name)
     except RuntimeError as error:
         progress.advance(task, len(models) * len(planners))
-        return [{"topology": topology, "model": m, "planner": p, "error": str(error)[:400]}
-                for m in models for p in planners]
+        rows += [{"topology": topology, "model": m, "planner": p, "error": str(error)[:400]}
+                 for m in models for p in planners]
+        save()
+        return
     try:
         for model in models:
             here = out / topology / model
@@ -85,10 +87,10 @@ def measure_topology(topology: str, models: list[str], planners: list[str], shap
                 except (RuntimeError, subprocess.TimeoutExpired, ValueError) as error:
                     row["error"] = str(error)[:400]
                 rows.append(row)
+                save()
                 progress.advance(task)
     finally:
         subprocess.run([HALOCUT, "testbed", "down", "--name", name], capture_output=True, text=True)
-    return rows
 
 
 def repredict(rows: list[dict], out: Path, shape: str) -> None:
@@ -244,9 +246,12 @@ def main() -> int:
     started = time.perf_counter()
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("testbed", total=len(topologies) * len(models) * len(planners))
-        for topology in topologies:
-            rows += measure_topology(topology, models, planners, args.input_shape, args.requests, out, progress, task)
+        def save() -> None:
             (out / "testbed.json").write_text(json.dumps({"rows": rows}, indent=1))
+
+        for topology in topologies:
+            measure_topology(topology, models, planners, args.input_shape, args.requests, out, progress, task, rows,
+                             save)
     summary = report(rows, console)
     (out / "testbed.json").write_text(json.dumps({"rows": rows, "summary": summary}, indent=1))
     plot(rows, out / "testbed.png")
