@@ -15,9 +15,14 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	command -v aarch64-linux-gnu-gcc >/dev/null || (apt-get update -qq && apt-get install -y -qq gcc-aarch64-linux-gnu)
+	# aarch64 parts are executed here under qemu-aarch64 with a runner built by the cross g++ (backends/qemu.py)
+	(command -v qemu-aarch64 >/dev/null && command -v aarch64-linux-gnu-g++ >/dev/null) || \
+		(apt-get update -qq && apt-get install -y -qq qemu-user g++-aarch64-linux-gnu) || \
+		echo "qemu-user or g++-aarch64-linux-gnu could not be installed: aarch64 parts will be checked structurally only"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/python -m halocut.backends.qemu
 	touch $(STAMP)
 
 demo: $(STAMP)

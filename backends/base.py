@@ -5,6 +5,9 @@ A backend module exposes::
     emit(part: Part, target: Target, out_dir: Path) -> Artifact   # write the part's executable
     runnable(target: Target) -> bool                              # can this machine run it?
     load(artifact: Artifact, build_dir: Path, threads=None) -> Runner  # list[np.ndarray] -> list[np.ndarray]
+    emulated(target: Target) -> str | None                        # optional: the emulator that runs it here
+
+``load`` takes what is runnable or emulated; :func:`execution` says which of the two a target is.
 
 ``Part`` is a standalone fx module with example inputs; ``Target`` says what to
 compile for (from the device catalog); ``Artifact`` is what ``emit`` wrote.
@@ -89,6 +92,20 @@ def backend(name: str):
     if name not in BACKENDS:
         raise HalocutError(f"unknown backend '{name}'; backends: {', '.join(BACKENDS)}")
     return importlib.import_module(f"{__package__}.{name}")
+
+
+def execution(target: Target) -> str | None:
+    """How this machine executes the target's artifacts: ``native``, an emulator's name (``qemu-aarch64``), or
+    None when it cannot (CUDA without a GPU): then an artifact is checked structurally only.
+
+    >>> execution(Target("torch")), execution(Target("tvm", {"kind": "cuda", "arch": "sm_87"}))
+    ('native', None)
+    """
+    module = backend(target.backend)
+    if module.runnable(target):
+        return "native"
+    emulated = getattr(module, "emulated", None)
+    return emulated(target) if emulated else None
 
 
 def sha256(path: Path) -> str:

@@ -79,6 +79,17 @@ def runnable(target: Target) -> bool:
     return spec.get("kind") == "llvm" and str(spec.get("mtriple", "x86_64")).startswith(machine)
 
 
+def emulated(target: Target) -> str | None:
+    """``qemu-aarch64`` for aarch64 LLVM code when this machine has qemu and the aarch64 TVM runtime
+    (:mod:`halocut.backends.qemu`), else None."""
+    spec = target.tvm_target or {}
+    if runnable(target) or spec.get("kind") != "llvm" or not str(spec.get("mtriple", "")).startswith("aarch64"):
+        return None
+    from halocut.backends import qemu
+
+    return "qemu-aarch64" if qemu.unavailable() is None else None
+
+
 def emit(part: Part, target: Target, out_dir: Path, tuning_database: Path | None = None) -> Artifact:
     """Compile ``part`` for ``target`` into ``out_dir/<part>.<suffix>.so`` (or copy it from the cache).
 
@@ -118,11 +129,17 @@ def _emit(part: Part, target: Target, out_dir: Path, tuning_database: Path | Non
 def load(artifact: Artifact, build_dir: Path, threads: int | None = None) -> Runner:
     """A callable running the artifact's library on this machine's CPU: list of arrays in, list out.
 
+    An aarch64 library runs under qemu-aarch64 when :func:`emulated` says so (one emulator process per call).
     ``threads``: TVM's thread pool is per process (``TVM_NUM_THREADS``), set by the caller that owns the
     process; it is accepted here for the common interface.
 
     The example of :func:`emit` emits a part and runs it.
     """
+    if emulated(artifact.target):
+        from halocut.backends import qemu
+
+        library = Path(build_dir) / artifact.path
+        return lambda inputs: qemu.run(library, list(inputs), part=artifact.part)[0]
     if not runnable(artifact.target):
         raise HalocutError(f"tvm: part '{artifact.part}' is compiled for {artifact.target.describe()}, "
                            f"which this machine ({platform.machine()}) cannot run")

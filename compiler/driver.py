@@ -30,7 +30,7 @@ from rich.progress import Progress
 from torch import fx, nn
 
 from halocut.backends import signing
-from halocut.backends.base import Artifact, Part, Target, backend
+from halocut.backends.base import Artifact, Part, Target, backend, execution
 from halocut.backends.onnx import JETSON_TENSORRT
 from halocut.backends.manifest import write_manifest
 from halocut.compiler import prepare
@@ -79,7 +79,8 @@ class Compilation:
     lowered: list[LoweredStage] = field(default_factory=list)
     parts: dict[str, tuple[Part, str]] = field(default_factory=dict)  # name -> (part, device)
     artifacts: dict[str, list[Artifact]] = field(default_factory=dict)
-    verification: dict[str, dict] = field(default_factory=dict)
+    verification: dict[str, dict] = field(default_factory=dict)  # check label -> max error, tolerance, parts, how
+    verified: dict[str, dict] = field(default_factory=dict)  # artifact path -> how it was verified
     simulation: SimulationResult | None = None
     staging: Path | None = None
     manifest_path: Path | None = None
@@ -181,13 +182,20 @@ def step_emit(c: Compilation) -> None:
 
 
 def step_verify(c: Compilation) -> None:
-    """Stitch each runnable backend's artifacts through the reference executor and compare with the model."""
+    """Stitch the artifacts of each backend this machine executes (natively, or aarch64 TVM libraries under
+    qemu-aarch64) through the reference executor and compare with the model; record per artifact how it was
+    verified (``c.verified``), ``structural only`` with the reason where it could not be executed."""
     groups: dict[str, dict[str, Artifact]] = {}
+    hows: dict[str, str] = {}
     for name, artifacts in c.artifacts.items():
         for artifact in artifacts:
-            if backend(artifact.backend).runnable(artifact.target):
-                label = artifact.backend if artifact.target.tvm_target is None else f"{artifact.backend} x86"
-                groups.setdefault(label, {})[name] = artifact
+            how = execution(artifact.target)
+            if how is None:
+                c.verified[artifact.path.as_posix()] = {"how": "structural only", "why": _unexecuted(artifact)}
+                continue
+            label = artifact.target.describe() if artifact.target.tvm_target else artifact.backend
+            groups.setdefault(label, {})[name] = artifact
+            hows[label] = how
     for label, chosen in sorted(groups.items()):
         runners = {name: backend(a.backend).load(a, c.staging) for name, a in chosen.items()}
 
@@ -198,10 +206,25 @@ def step_verify(c: Compilation) -> None:
             return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
         error, allowed = max_error(run_lowered(c.graph, c.lowered, c.example, call=call), c.reference)
-        c.verification[label] = {"max_abs_error": error, "tolerance": allowed, "parts": sorted(runners)}
+        c.verification[label] = {"max_abs_error": error, "tolerance": allowed, "parts": sorted(runners),
+                                 "how": hows[label]}
+        for artifact in chosen.values():
+            c.verified[artifact.path.as_posix()] = {"how": hows[label], "check": label}
         if not error <= allowed:
             raise HalocutError(f"{label} artifacts are not equivalent to the model: max abs error {error:.3g} > "
                                f"{allowed:.3g}")
+
+
+def _unexecuted(artifact: Artifact) -> str:
+    """Why this machine cannot execute an artifact (the reason a build's summary gives)."""
+    spec = artifact.target.tvm_target or {}
+    if spec.get("kind") == "cuda":
+        return f"CUDA code for {spec.get('arch', 'a GPU')}: this machine has no GPU"
+    if spec.get("kind") == "llvm":
+        from halocut.backends import qemu
+
+        return qemu.unavailable() or f"{artifact.target.describe()} code is not executed here"
+    return f"{artifact.target.describe()} does not run here"
 
 
 def step_manifest(c: Compilation) -> None:
@@ -270,8 +293,8 @@ def summary_table(c: Compilation):
 
     table = Table(title=f"{c.loaded.name if c.loaded else c.options.model} for "
                         f"{c.topology.name if c.topology else c.options.topology}")
-    for column in ("device", "parts", "artifacts", "size", "predicted busy"):
-        table.add_column(column, justify="left" if column in ("device", "parts", "artifacts") else "right")
+    for column in ("device", "parts", "artifacts", "verified", "size", "predicted busy"):
+        table.add_column(column, justify="left" if column in ("device", "parts", "artifacts", "verified") else "right")
     by_device: dict[str, list[str]] = {}
     for name, (_, device) in c.parts.items():
         by_device.setdefault(device, []).append(name)
@@ -282,13 +305,31 @@ def summary_table(c: Compilation):
         size = sum(f.stat().st_size for f in files if f.is_file())
         kinds = sorted({a.target.describe() for a in artifacts})
         busy = c.simulation.busy_s.get(device, 0.0) if c.simulation else 0.0
-        table.add_row(device, ", ".join(names), "; ".join(kinds) or "-", f"{size / 1e6:.2f} MB", f"{busy * 1e3:.2f} ms")
+        table.add_row(device, ", ".join(names), "; ".join(kinds) or "-", _verified_cell(c, artifacts),
+                      f"{size / 1e6:.2f} MB", f"{busy * 1e3:.2f} ms")
     if c.simulation:
         table.caption = (f"predicted latency {c.simulation.latency_s * 1e3:.2f} ms, throughput "
                          f"{c.simulation.throughput_ips:.2f} img/s, lower bound {c.simulation.lower_bound_s * 1e3:.2f} ms; "
-                         + "; ".join(f"{k}: max error {v['max_abs_error']:.2g}" for k, v in c.verification.items())
+                         + "; ".join(f"{k} ({v['how']}): max error {v['max_abs_error']:.2g}" for k, v in c.verification.items())
+                         + _unverified_line(c)
                          + "\nsteps: " + ", ".join(f"{k} {v:.2f} s" for k, v in c.timings.items()))
     return table
+
+
+def _verified_cell(c: Compilation, artifacts: list[Artifact]) -> str:
+    """``tvm aarch64: qemu-aarch64; onnx: native``: how each kind of a device's artifacts was verified."""
+    hows = {a.target.describe(): c.verified.get(a.path.as_posix(), {}).get("how", "-") for a in artifacts}
+    return "; ".join(f"{kind}: {how}" for kind, how in sorted(hows.items())) or "-"
+
+
+def _unverified_line(c: Compilation) -> str:
+    """The summary's warning that some artifacts were not executed: how many, which kinds, and why."""
+    reasons: dict[str, list[str]] = {}
+    for path, entry in c.verified.items():
+        if entry["how"] == "structural only":
+            reasons.setdefault(entry["why"], []).append(path)
+    return "".join(f"\nNOT VERIFIED by execution ({len(paths)} artifact{'s' if len(paths) > 1 else ''}, e.g. "
+                   f"{paths[0]}): {why}; checked structurally only" for why, paths in sorted(reasons.items()))
 
 
 def _part_devices(c: Compilation) -> dict[str, str]:

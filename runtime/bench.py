@@ -5,7 +5,10 @@ runs (ONNX with onnxruntime, TVM x86 libraries, torch ``.pt2`` programs), the
 part runs on its own recorded inputs: warm-up runs, then ``repeats`` timed
 runs (fewer when they take over :data:`BUDGET_S`), giving the median and p90
 latency and the achieved GFLOPS (the part's FLOPs over the median). A part
-whose artifacts all target other machines (TVM aarch64 or CUDA) says so.
+whose artifacts all target other machines (TVM aarch64 or CUDA) says so; its
+aarch64 TVM libraries still run under qemu-aarch64 when this machine has it
+(``emulated``: outputs checked against the part's module, times labelled
+emulated and kept out of every figure: an emulator's times say nothing of a Pi).
 
 "The same layers run unsplit": the model is prepared again and the manifest's
 plan lowered again (passes/lower), so every part's module, inputs and layers
@@ -72,6 +75,7 @@ RUNTIME_OF = {"onnx": "onnxruntime", "tvm": "tvm", "torch": "torch"}  # artifact
 RUNTIMES = tuple(RUNTIME_OF.values())
 BUDGET_S = 5.0  # per timing: stop repeating after this long, once MIN_REPEATS samples are in
 MIN_REPEATS = 3
+EMULATED_RUNS = 3  # runs of an emulated artifact, the first a warm-up: its outputs are checked, its times labelled
 
 Layers = list[tuple[fx.Node, Region | None, float]]  # node, region of its output computed (None: all), share
 
@@ -154,11 +158,13 @@ def bench_build(build_dir: str | Path, manifest: dict, graph: fx.GraphModule, pa
     jobs = [(name, a) for name in chosen for a in _runnable(entries[name][1], runtimes)]
     stages = sorted({parse_part_name(name).stage for name in chosen})
     wholes = _unsplit_jobs(jobs)
+    emulated_jobs = [(name, a) for name in chosen for a in _emulated(entries[name][1], runtimes)]
     with _progress(progress) as bar, tempfile.TemporaryDirectory(prefix="halocut-bench-") as work, \
             _thread_count(threads):
-        task = bar.add_task("benchmarking", total=len(jobs) + len(wholes))
+        task = bar.add_task("benchmarking", total=len(jobs) + len(wholes) + len(emulated_jobs))
         runs = _time_parts(build_dir, rebuilt, jobs, repeats, warmup, bar, task)
         unsplit = _time_unsplit(rebuilt, wholes, runs, Path(work), repeats, warmup, bar, task)
+        emulated = _run_emulated(build_dir, rebuilt, emulated_jobs, entries, bar, task)
     runtime = _profile_runtime(runs, profile_runtime)
     figures = _figures(rebuilt, runs, unsplit, runtime)
     return {
@@ -170,6 +176,7 @@ def bench_build(build_dir: str | Path, manifest: dict, graph: fx.GraphModule, pa
         "layers": _profile_layers(rebuilt, runs, unsplit, runtime, _local_device(figures)) if runtime else {},
         "parts": [_part_json(name, entries[name], rebuilt, runs.get(name, {}), runtimes) for name in chosen],
         "stages": [_stage_json(i, rebuilt, entries, runs, unsplit) for i in stages],
+        "emulated": emulated,
     }
 
 
@@ -234,7 +241,17 @@ def bench_tables(result: dict) -> list:
                            _ms(timing["median_s"]), "-" if ratio is None else f"{ratio:.2f}", flops)
         if not stage["unsplit"]:
             stages.add_row(f"s{stage['index']}", stage["kind"], "-", "no part timed here", "-", "-", flops)
-    return [parts, stages]
+    tables = [parts, stages]
+    if result.get("emulated"):
+        emulated = Table(title="emulated on this machine: outputs checked, times are NOT the device's")
+        for column in ("part", "device", "target", "emulator", "max abs error", "emulated ms"):
+            emulated.add_column(column, justify="right" if column in ("max abs error", "emulated ms") else "left")
+        for run in result["emulated"]:
+            emulated.add_row(run["name"], run["device"], run["target"], run["emulator"], f"{run['max_abs_error']:.2g}",
+                             _ms(run["emulated_median_s"]))
+        emulated.caption = "user-mode emulation (qemu-aarch64) runs ARM code many times slower than a Pi: no timing claims"
+        tables.append(emulated)
+    return tables
 
 
 def _ms(seconds: float) -> str:
@@ -314,6 +331,38 @@ def _runnable(entry: dict, runtimes: tuple[str, ...]) -> list[Artifact]:
         if runtime in runtimes and runtime not in found and _runs_here(a):
             found[runtime] = _artifact(entry["name"], a)
     return list(found.values())
+
+
+def _emulated(entry: dict, runtimes: tuple[str, ...]) -> list[Artifact]:
+    """The part's artifacts this machine runs only under an emulator (aarch64 TVM libraries under qemu)."""
+    from halocut.backends.base import execution
+
+    return [_artifact(entry["name"], a) for a in entry["artifacts"] if RUNTIME_OF[a["backend"]] in runtimes
+            and not _runs_here(a) and execution(_artifact("", a).target) not in (None, "native")]
+
+
+def _run_emulated(build_dir: Path, rebuilt: Rebuilt, jobs: list[tuple[str, Artifact]], entries: dict,
+                  bar: Progress, task) -> list[dict]:
+    """Each emulated artifact run a few times in one emulator process on its recorded inputs: its outputs
+    against the part's own module, and emulated times, which are not the device's (no timing claims)."""
+    from halocut.backends import qemu
+
+    results = []
+    for name, artifact in jobs:
+        bar.update(task, description=f"{name} ({artifact.target.describe()}, emulated)")
+        module, inputs = rebuilt.parts[name]
+        with torch.no_grad():
+            expected = module(*inputs)
+        expected = [t.numpy() for t in (expected if isinstance(expected, (tuple, list)) else [expected])]
+        outputs, times = qemu.run(build_dir / artifact.path, [x.numpy() for x in inputs], repeats=EMULATED_RUNS,
+                                  part=name)
+        error = max(float(np.abs(np.asarray(o, np.float64) - e).max()) for o, e in zip(outputs, expected))
+        results.append({"name": name, "device": entries[name][0], "target": artifact.target.describe(),
+                        "artifact": artifact.path.as_posix(), "emulator": "qemu-aarch64",
+                        "max_abs_error": error, "emulated_median_s": statistics.median(times[1:] or times),
+                        "runs": len(times), "note": "emulated: these times are not the device's"})
+        bar.advance(task)
+    return results
 
 
 def _artifact(part: str, a: dict) -> Artifact:

@@ -6,6 +6,7 @@ import subprocess
 import pytest
 
 import halocut.backends.onnx as onnx_backend
+from halocut.backends import qemu
 from halocut.backends.manifest import load_manifest
 from halocut.compiler.driver import CompileOptions, compile_model
 from halocut.compiler.prepare import prepare_model
@@ -62,9 +63,15 @@ def test_resnet18_every_backend_on_a_mixed_topology(tmp_path):
     shape = (1, 3, 32, 32)
     compilation = compile_(tmp_path, "resnet18", shape, write_plan(tmp_path, "resnet18", shape, resnet18_segments))
     manifest = check_build(compilation)
-    assert set(compilation.verification) == {"onnx", "torch", "tvm x86"}
+    emulated = {"tvm aarch64"} if qemu.unavailable() is None else set()
+    assert set(compilation.verification) == {"onnx", "torch", "tvm x86"} | emulated
     for result in compilation.verification.values():
         assert result["max_abs_error"] <= result["tolerance"] and result["parts"]
+    hows = {(d, a["target"]): a["verified"]["how"] for d, e in manifest["devices"].items() for p in e["parts"]
+            for a in p["artifacts"]}
+    assert hows[("pi", "tvm aarch64")] == ("qemu-aarch64" if emulated else "structural only")
+    assert hows[("cloud", "tvm cuda sm_75")] == hows[("jetson", "tvm cuda sm_53 (host aarch64)")] == "structural only"
+    assert hows[("edge", "tvm x86")] == hows[("jetson", "onnx")] == "native"
     artifacts = {(d, a["backend"], a["target"]) for d, e in manifest["devices"].items() for p in e["parts"]
                  for a in p["artifacts"]}
     assert ("pi", "tvm", "tvm aarch64") in artifacts

@@ -5,6 +5,7 @@ import json
 import pytest
 import yaml
 
+from halocut.backends import qemu
 from halocut.backends.manifest import load_manifest
 from halocut.compiler.cli import main
 from halocut.compiler.commands import bench_build
@@ -58,7 +59,7 @@ def ort_build(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tvm_build(tmp_path_factory):
-    """x86 edge servers (TVM x86 and torch) and a Pi (TVM aarch64, which cannot run here)."""
+    """x86 edge servers (TVM x86 and torch) and a Pi (TVM aarch64, which runs here only emulated)."""
     tmp = tmp_path_factory.mktemp("tvm")
     devices = {"camera": "desktop-i7", "pi": "rpi4", "edge-0": "desktop-i7", "edge-1": "desktop-i7"}
     return make_build(tmp, devices, lenet_plan(("edge-0", "edge-1"), "pi"), None)
@@ -134,6 +135,12 @@ def test_tvm_x86_is_timed_and_a_part_nothing_here_runs_says_so(tvm_build):
     result = bench_build(tvm_build, runtimes=["tvm", "torch"], **FAST)
     parts = {p["name"]: p for p in result["parts"]}
     assert parts["s1"]["runs"] == {} and parts["s1"]["note"] == "no artifact runnable here (tvm aarch64)"
+    if qemu.unavailable() is None:  # the Pi's library runs emulated: outputs checked, times kept apart
+        (emulated,) = result["emulated"]
+        assert emulated["name"] == "s1" and emulated["emulator"] == "qemu-aarch64"
+        assert emulated["max_abs_error"] < 1e-4 and emulated["runs"] == 3 and "not the device" in emulated["note"]
+        assert "s1" not in {p for p in result["layers"]} and all(
+            "aarch64" not in run["target"] for p in result["parts"] for run in p["runs"].values())
     for name in ("s0_t0_h0", "s0_t1_h1", "s2_c0", "s2_merge"):
         assert parts[name]["runs"]["tvm"]["target"] == "tvm x86"
     spatial, single, fc = result["stages"]
