@@ -18,7 +18,7 @@ import numpy as np
 from torch import fx
 
 from halocut.ir.errors import HalocutError
-from halocut.ir.graph import compute_nodes, output_nodes
+from halocut.ir.graph import compute_nodes, output_nodes, tensor_inputs
 from halocut.ir.layers import value_bytes
 from halocut.ir.ops import POINTWISE
 from halocut.ir.plan import Cluster, Hop, Plan, Stage, Tile, check_fc, check_single_output
@@ -69,7 +69,7 @@ class BoundarySearch:
         self.links: dict[tuple[str, str, bool], tuple[float, float]] = {}
         self.crossings: dict[int, float] = {}
         self.splittable: dict[tuple[int, int], bool] = {}
-        self.flow_cache: dict[tuple[int, int], tuple] = {}
+        self.flow_cache: dict[tuple[int, str], dict] = {}
         self.compute_cache: dict[tuple, np.ndarray] = {}
         self.by_name = {d.name: d for d in devices}
         self.slot_of = {d.name: k for k, d in enumerate(devices)}
@@ -79,6 +79,13 @@ class BoundarySearch:
         self.fc_cache: dict[int, set[int]] = {}
         self.ending_cache: dict[tuple[int, str, int], tuple] = {}
         self.volume_member = [splittable(n) or n.meta["layer"].kind == "size" for n in self.nodes]
+        self.splits = [splittable(n) for n in self.nodes]
+        self.not_members = np.concatenate([[0], np.cumsum([not m for m in self.volume_member])])
+        # the last position that reads each node (a size node's readers do not count; past the end: none here)
+        self.last_user = np.array([-1 if n.meta["layer"].kind == "size" else
+                                   max((self.index.get(u.name, len(self.nodes)) for u in n.users), default=-1)
+                                   for n in self.nodes])
+        self.walk_cache: dict[tuple[int, int, str], dict[str, np.ndarray]] = {}
         self.layer_kinds = [n.meta["layer"].kind for n in self.nodes]
         self.volume_cache: dict[int, set[int]] = {}
         self.matrix_key, self.matrix = None, None
@@ -194,20 +201,60 @@ class BoundarySearch:
                 total += self.exit_cost[0][slot] + self.exit_cost[1][slot] * out_bytes[rows]
         return total
 
-    def flows(self, start: int, end: int, anchor: str = "middle") -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
-        """Rows each node needs, bytes read from outside (all, and halo only), bytes of output, by tile height."""
-        if (start, end, anchor) not in self.flow_cache:
-            volume = self.nodes[start:end]
-            needs = self.tables.needs(volume, anchor)
-            members = {n.name for n in volume}
-            outside = [s for s in needs if s not in members]
-            n_out = needs[volume[-1].name]
-            in_bytes = sum(needs[s] * row_bytes(self.graph_node(s)) for s in outside)
-            own = sum(n_out * (height(self.graph_node(s)) / height(volume[-1])) * row_bytes(self.graph_node(s))
-                      for s in outside)  # entered spread, a device already holds about its own share of rows
-            self.flow_cache[start, end, anchor] = (needs, in_bytes, (in_bytes - own).clip(min=0),
-                                                   n_out * row_bytes(volume[-1]))
-        return self.flow_cache[start, end, anchor]
+    def flows(self, start: int, end: int, anchor: str = "middle") -> tuple[None, np.ndarray, np.ndarray, np.ndarray]:
+        """Bytes the volume reads from outside (all, and halo only) and bytes of its output, by tile height
+        (the first element, once the rows each node needs, is kept for the callers' unpacking)."""
+        flows = self._flows_ending_at(end, anchor)
+        if start not in flows:
+            raise HalocutError(f"no spatial volume from {self.nodes[start].name} to {self.nodes[end - 1].name}")
+        in_bytes, own, out_bytes = flows[start]
+        return None, in_bytes, (in_bytes - own).clip(min=0), out_bytes
+
+    def _flows_ending_at(self, end: int, anchor: str) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """:meth:`flows` of every volume ending at ``end``, from one walk back over the members before it.
+
+        A member's rows come from its users only, which follow it, so they are those of the longest walk
+        (:meth:`_walk`); a volume starting at ``start`` reads each outside source (before ``start``, or no
+        member at all) for the most rows any member reads of it. Moving the start back one node makes that
+        node a member (its bytes leave the sums) and adds what it reads; running sums give every start."""
+        key = (end, anchor)
+        if key not in self.flow_cache:
+            first, needs = self._walk(end, anchor)
+            last = self.nodes[end - 1]
+            n_out = needs[last.name]
+            rows_in = self.tables.rows_in
+            outside: dict[str, np.ndarray] = {}
+            reading, own = np.zeros(len(n_out)), np.zeros(len(n_out))
+            out_bytes = n_out * row_bytes(last)
+            flows = {}
+            for m in range(end - 1, first - 1, -1):
+                node = self.nodes[m]
+                if node.name in outside:
+                    reading = reading - outside.pop(node.name) * row_bytes(node)
+                    own = own - n_out * (height(node) / height(last)) * row_bytes(node)
+                if node.name in needs:
+                    for source in tensor_inputs(node):
+                        table = rows_in.get((node.name, source.name, anchor))
+                        wanted = table[needs[node.name]] if table is not None else np.ones_like(needs[node.name])
+                        before = outside.get(source.name)
+                        if before is None:
+                            # entered spread, a device already holds about its own share of rows
+                            own = own + n_out * (height(source) / height(last)) * row_bytes(source)
+                            before = np.zeros_like(wanted)
+                        outside[source.name] = np.maximum(before, wanted)
+                        reading = reading + (outside[source.name] - before) * row_bytes(source)
+                flows[m] = (reading, own, out_bytes)
+            self.flow_cache[key] = flows
+        return self.flow_cache[key]
+
+    def _walk(self, end: int, anchor: str) -> tuple[int, dict[str, np.ndarray]]:
+        """The first position of the run of volume members ending at ``end``, and the rows each node of that run
+        (and each source it reads) needs for ``n`` output rows of node ``end - 1``."""
+        first = next((m for m in range(end - 1, -1, -1) if not self.volume_member[m]), -1) + 1
+        key = (first, end, anchor)
+        if key not in self.walk_cache:
+            self.walk_cache[key] = self.tables.needs(self.nodes[first:end], anchor) if first < end else {}
+        return first, self.walk_cache[key]
 
     def device_time(self, start: int, end: int, device: Device, entry: str, gathered: bool,
                     anchor: str = "middle") -> np.ndarray:
@@ -264,7 +311,9 @@ class BoundarySearch:
         key = (end, anchor, first)
         if key not in self.ending_cache:
             volume = self.nodes[first:end]
-            needs = self.tables.needs(volume, anchor) if volume else {}
+            run_first, needs = self._walk(end, anchor)
+            if run_first != first:
+                needs = self.tables.needs(volume, anchor) if volume else {}
             rows = np.zeros((len(volume), len(self.devices), height(volume[-1]) + 1 if volume else 1))
             producer = np.full(len(volume), -1)
             everything = set(self.index)
@@ -396,14 +445,11 @@ class BoundarySearch:
         return self.splittable[start, end]
 
     def _is_volume(self, start: int, end: int) -> bool:
-        volume = self.nodes[start:end]
-        if not all(splittable(n) or n.meta["layer"].kind == "size" for n in volume) or not splittable(volume[-1]):
+        """Nodes ``start:end`` are a spatial volume: all members (splittable, or sizes), the last splittable, and
+        only the last read after it (:func:`halocut.ir.plan.check_single_output`, from prefix counts here)."""
+        if end <= start or self.not_members[end] - self.not_members[start] or not self.splits[end - 1]:
             return False
-        try:
-            check_single_output(volume)
-        except HalocutError:
-            return False
-        return True
+        return end - start == 1 or int(self.last_user[start:end - 1].max()) < end
 
     # --- the DP
 
