@@ -57,15 +57,18 @@ OPS_8_2 = OPS_8_5 - {"GridSample", "HardSwish", "MeanVarianceNormalization", "Mo
 # "a constant tensor"); InstanceNormalization's "`scale` and biases `B` must be initializers"; pooling "2D or 3D
 # only", MaxPool's "`Indices` output tensor unsupported". 8.2 only: Conv and ConvTranspose "Weights `W` must be an
 # initializer" (8.5's importer builds a convolution from tensor weights, and its table drops the restriction).
-# The Pad modes are the importer's (DEFINE_BUILTIN_OP_IMPORTER(Pad) takes constant, reflect and edge in both).
+# Where the table is silent, the importers (builtin_op_importers.cpp, onnx2trt_utils.cpp of each branch): Pad takes
+# the modes constant, reflect and edge; pooling asserts "dilations other than 1" unsupported; a linear Resize
+# scales at most the last 3 dimensions; 8.2's Resize asserts "scales must be an initializer" (8.5 takes a tensor).
 RESIZE_MODES = ("nearest", "linear")
 RESIZE_COORDINATES = ("half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn", "asymmetric", "align_corners")
 RESIZE_NEAREST = ("floor", "ceil", "round_prefer_floor", "round_prefer_ceil")
 PAD_MODES = ("constant", "reflect", "edge")
 CONSTANT_INPUTS = {"Slice": {3: "axes"}, "Squeeze": {1: "axes"}, "Unsqueeze": {1: "axes"},
                    "InstanceNormalization": {1: "scale", 2: "B"}}
-INITIALIZER_WEIGHTS = {"Conv": {1: "W", 2: "B"}, "ConvTranspose": {1: "W", 2: "B"}}
-CHECKED = ("ops", "opset", "conv weights", "pad modes", "resize modes", "constant axes", "pooling")
+CONSTANT_INPUTS_8_2 = {**CONSTANT_INPUTS, "Conv": {1: "W", 2: "B"}, "ConvTranspose": {1: "W", 2: "B"},
+                       "Resize": {2: "scales"}}  # an empty name (Resize by `sizes`) is no input
+CHECKED = ("ops", "opset", "conv weights", "pad modes", "resize modes", "constant inputs", "pooling")
 
 
 @dataclass(frozen=True)
@@ -77,18 +80,18 @@ class TensorRT:
     export_opset: int
     ops: frozenset[str]
     source: str
-    conv_weights_initializers: bool = False
+    constant_inputs: dict[str, dict[int, str]]  # op -> input index -> its name in the table
 
     def checked(self) -> list[str]:
-        return [c for c in CHECKED if c != "conv weights" or self.conv_weights_initializers]
+        return [c for c in CHECKED if c != "conv weights" or "Conv" in self.constant_inputs]
 
 
 MATRIX = "github.com/onnx/onnx-tensorrt/blob/release/{}-GA/docs/operators.md"
 TENSORRT = {
-    "8.2": TensorRT("8.2", 13, 13, OPS_8_2, MATRIX.format("8.2"), conv_weights_initializers=True),
+    "8.2": TensorRT("8.2", 13, 13, OPS_8_2, MATRIX.format("8.2"), CONSTANT_INPUTS_8_2),
     # 8.5 reads opset 17 but lacks its LayerNormalization: at opset 16 the exporter writes layer_norm as
     # ReduceMean, Sub, Pow, Sqrt and Div, which it parses (ViT, Swin).
-    "8.5": TensorRT("8.5", 17, 16, OPS_8_5, MATRIX.format("8.5")),
+    "8.5": TensorRT("8.5", 17, 16, OPS_8_5, MATRIX.format("8.5"), CONSTANT_INPUTS),
 }
 SANITIZE = "polygraphy surgeon sanitize --fold-constants"
 
@@ -119,21 +122,18 @@ def problems(model: onnx.ModelProto, trt: TensorRT) -> list[str]:
                           or n.op_type not in trt.ops})
     if unsupported:
         found.append(f"ops TensorRT {trt.version} does not support: {', '.join(unsupported)}")
-    constants = {i.name for i in model.graph.initializer} | {o for n in model.graph.node if n.op_type == "Constant"
-                                                             for o in n.output}
+    initializers = {i.name: i for i in model.graph.initializer}
+    constants = set(initializers) | {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
     for node in model.graph.node:
-        found += [f"{node.op_type} '{node.name}': {p}" for p in _node_problems(node, constants, trt)]
+        found += [f"{node.op_type} '{node.name}': {p}" for p in _node_problems(node, constants, initializers, trt)]
     return found
 
 
-def _node_problems(node: onnx.NodeProto, constants: set[str], trt: TensorRT) -> list[str]:
+def _node_problems(node: onnx.NodeProto, constants: set[str], initializers: dict, trt: TensorRT) -> list[str]:
     attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     text = {k: v.decode() for k, v in attributes.items() if isinstance(v, bytes)}
     found = []
-    fixed = dict(CONSTANT_INPUTS.get(node.op_type, {}))
-    if trt.conv_weights_initializers:
-        fixed.update(INITIALIZER_WEIGHTS.get(node.op_type, {}))
-    for index, name in fixed.items():
+    for index, name in trt.constant_inputs.get(node.op_type, {}).items():
         if index < len(node.input) and node.input[index] and node.input[index] not in constants:
             found.append(f"`{name}` must be an initializer (conv weights)" if node.op_type.startswith("Conv") else
                          f"`{name}` must be an initializer, not '{node.input[index]}'")
@@ -145,9 +145,15 @@ def _node_problems(node: onnx.NodeProto, constants: set[str], trt: TensorRT) -> 
                                       ("nearest_mode", RESIZE_NEAREST, "round_prefer_floor")):
             if text.get(key, default) not in allowed:
                 found.append(f"Resize {key} '{text[key]}' (TensorRT {trt.version}: {', '.join(allowed)})")
+        scales = initializers.get(node.input[2]) if len(node.input) > 2 else None
+        if text.get("mode") == "linear" and scales is not None and any(
+                v != 1 for v in onnx.numpy_helper.to_array(scales).ravel()[:-3]):
+            found.append("a linear Resize scales at most the last 3 dimensions")
     if node.op_type in ("MaxPool", "AveragePool"):
         if len(attributes.get("kernel_shape", ())) not in (2, 3):
             found.append("2D or 3D pooling only")
+        if any(d != 1 for d in attributes.get("dilations", ())):
+            found.append(f"dilations {list(attributes['dilations'])}: pooling takes dilations of 1 only")
         if node.op_type == "MaxPool" and len(node.output) > 1 and node.output[1]:
             found.append("the `Indices` output is unsupported")
     return found

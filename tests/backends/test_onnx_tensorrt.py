@@ -126,6 +126,24 @@ def test_resize_and_pad_modes_outside_the_table_are_named(tmp_path):
                                                 "reflect, edge)"]
 
 
+def test_resize_scales_from_a_tensor_are_refused_by_8_2_only():
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 4, 4])
+    scales = onnx.helper.make_tensor_value_info("s", onnx.TensorProto.FLOAT, [4])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 3, 8, 8])
+    resize = onnx.helper.make_node("Resize", ["x", "", "s"], ["y"], name="up", mode="linear")
+    model = onnx.helper.make_model(onnx.helper.make_graph([resize], "g", [x, scales], [y]),
+                                   opset_imports=[onnx.helper.make_opsetid("", 13)])
+    assert problems(model, TENSORRT["8.2"]) == ["Resize 'up': `scales` must be an initializer, not 's'"]
+    assert problems(model, TENSORRT["8.5"]) == []
+
+
+def test_a_dilated_pooling_is_refused_by_both_versions(tmp_path):
+    for version in ("8.2", "8.5"):
+        with pytest.raises(HalocutError, match=rf"TensorRT {version} would not parse it: MaxPool '.*': dilations "
+                                               r"\[2, 2\]: pooling takes dilations of 1 only$"):
+            emit(part(nn.MaxPool2d(2, dilation=2)), Target("onnx", tensorrt=version), tmp_path)
+
+
 def test_an_opset_above_the_version_s_is_refused():
     x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 4, 4])
     graph = onnx.helper.make_graph([onnx.helper.make_node("Relu", ["x"], ["y"])], "g", [x], [x])
