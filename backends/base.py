@@ -85,6 +85,7 @@ class Artifact:
     target: Target
     path: Path  # the main file, relative to the build directory
     extra: tuple[Path, ...] = field(default=())  # other files it needs (FP16 variant, tuning database)
+    tensorrt: dict | None = field(default=None, compare=False)  # a Jetson part's TensorRT readiness (backends/onnx)
 
 
 def backend(name: str):

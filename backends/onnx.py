@@ -1,10 +1,14 @@
-"""ONNX backend: TensorRT-ready ONNX for Jetson boards (opset 17; 16 for TensorRT 8.5), verified with onnxruntime.
+"""ONNX backend: TensorRT-ready ONNX for Jetson boards (opset 17; a TensorRT version's own below it), verified
+with onnxruntime.
 
 TensorRT-ready means static shapes, FP32 weights, constants folded, a graph
-cleaned and sorted by onnx-graphsurgeon, ``onnx.checker`` passing with the full
-check, and, for a Jetson board's part (``Target.tensorrt``), only ops that TensorRT version's ONNX parser
-takes (:data:`TENSORRT_OPS`, from its own operator documentation); an FP16 variant
-(inputs and outputs kept FP32) is written when the target asks for it.
+cleaned and sorted by onnx-graphsurgeon, and ``onnx.checker`` passing with the full
+check; an FP16 variant (inputs and outputs kept FP32) is written when the target asks for it. A Jetson board's
+part (``Target.tensorrt``, the version of its JetPack) is also sanitized with polygraphy
+(``polygraphy surgeon sanitize --fold-constants``), checked statically against that TensorRT version's operator
+support matrix (:mod:`halocut.backends.tensorrt_support`: ops, opset, restrictions), and run with onnxruntime
+against the part's own outputs; ``<part>.tensorrt.json`` beside it records the check, the ``trtexec`` lines
+that build its engines on the board, and the max abs error of the FP32 part and of its FP16 variant.
 
 >>> import torch, tempfile
 >>> from pathlib import Path
@@ -20,7 +24,10 @@ takes (:data:`TENSORRT_OPS`, from its own operator documentation); an FP16 varia
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import json
+import math
 import warnings
 from pathlib import Path
 
@@ -30,63 +37,100 @@ import onnx_graphsurgeon as gs
 import onnxruntime
 import torch
 
+from halocut.backends import tensorrt_support
 from halocut.backends.base import Artifact, Part, Runner, Target, cached_emit
+from halocut.backends.tensorrt_support import TENSORRT
 from halocut.ir.errors import HalocutError, one_line
+from halocut.ir.numerics import max_error
 
 OPSET = 17
-# The ONNX operators a TensorRT version's ONNX parser takes: the "Y" rows of the operator support matrix in
-# onnx-tensorrt's docs/operators.md of that release (github.com/onnx/onnx-tensorrt, branch release/8.5-GA: "TensorRT
-# 8.5 supports operators up to Opset 17"; TensorRT 8.5.2 is JetPack 5.1's, for Jetson Xavier and Orin). It
-# lists LayerNormalization as not supported (TensorRT 8.6 added it). Only a Jetson board's parts (a target with
-# ``tensorrt``) are checked; the per-op restrictions the matrix names (e.g. Conv weights must be initializers) are not.
-TENSORRT_OPS = {
-    "8.5": frozenset({
-        "Abs", "Acos", "Acosh", "Add", "And", "ArgMax", "ArgMin", "Asin", "Asinh", "Atan", "Atanh", "AveragePool",
-        "BatchNormalization", "Cast", "Ceil", "Celu", "Clip", "Concat", "Constant", "ConstantOfShape", "Conv",
-        "ConvTranspose", "Cos", "Cosh", "CumSum", "DepthToSpace", "DequantizeLinear", "Div", "Dropout", "Einsum",
-        "Elu", "Equal", "Erf", "Exp", "Expand", "EyeLike", "Flatten", "Floor", "Gather", "GatherElements",
-        "GatherND", "Gemm", "GlobalAveragePool", "GlobalLpPool", "GlobalMaxPool", "Greater", "GreaterOrEqual",
-        "GridSample", "GRU", "HardSigmoid", "HardSwish", "Identity", "If", "ImageScaler", "InstanceNormalization",
-        "IsNaN", "LeakyRelu", "Less", "LessOrEqual", "Log", "LogSoftmax", "Loop", "LpNormalization", "LpPool", "LRN",
-        "LSTM", "MatMul", "Max", "MaxPool", "Mean", "MeanVarianceNormalization", "Min", "Mod", "Mul", "Neg",
-        "NonMaxSuppression", "NonZero", "Not", "OneHot", "Or", "Pad", "ParametricSoftplus", "Pow", "PRelu",
-        "QuantizeLinear", "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Range",
-        "Reciprocal", "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean",
-        "ReduceMin", "ReduceProd", "ReduceSum", "ReduceSumSquare", "Relu", "Reshape", "Resize", "ReverseSequence",
-        "RNN", "RoiAlign", "Round", "ScaledTanh", "Scan", "Scatter", "ScatterElements", "ScatterND", "Selu", "Shape",
-        "Shrink", "Sigmoid", "Sign", "Sin", "Sinh", "Size", "Slice", "Softmax", "Softplus", "Softsign",
-        "SpaceToDepth", "Split", "Sqrt", "Squeeze", "Sub", "Sum", "Tan", "Tanh", "ThresholdedRelu", "Tile", "TopK",
-        "Transpose", "Trilu", "Unsqueeze", "Upsample", "Where", "Xor",
-    }),
-}
-JETSON_TENSORRT = "8.5"  # the version a Jetson board's parts are checked against
-# The opset a TensorRT version's parts are exported at: 8.5 parses opset 17 but lacks its LayerNormalization; at
-# opset 16 the exporter writes layer_norm as ReduceMean, Sub, Pow, Sqrt and Div, which it parses (ViT, Swin).
-TENSORRT_OPSET = {"8.5": 16}
+# Kept for their users: the operator tables and export opsets of the TensorRT versions known (tensorrt_support).
+TENSORRT_OPS = {version: trt.ops for version, trt in TENSORRT.items()}
+TENSORRT_OPSET = {version: trt.export_opset for version, trt in TENSORRT.items()}
+JETSON_TENSORRT = "8.5"  # a Jetson board whose catalog entry names no TensorRT version of its own
+READINESS = "tensorrt.json"  # beside a Jetson part: its TensorRT check, trtexec lines and measured errors
 
 
 def emit(part: Part, target: Target, out_dir: Path) -> Artifact:
-    """Emit through the build cache (see :func:`halocut.backends.base.cached_emit`)."""
+    """Emit through the build cache (see :func:`halocut.backends.base.cached_emit`); a Jetson part's artifact
+    carries its TensorRT readiness report (``Artifact.tensorrt``), read back from the file beside it."""
     opset = TENSORRT_OPSET.get(target.tensorrt, OPSET)
-    return cached_emit(_emit, part, target, out_dir, salt=f"{torch.__version__}/{onnx.__version__}/opset{opset}")
+    salt = f"{torch.__version__}/{onnx.__version__}/opset{opset}"
+    if target.tensorrt in TENSORRT:  # a changed table or check is a new entry
+        trt = TENSORRT[target.tensorrt]
+        salt += f"/polygraphy{_polygraphy()}/{trt.max_opset}/{sorted(trt.ops)}/{trt.checked()}"
+    artifact = cached_emit(_emit, part, target, out_dir, salt=salt)
+    report_path = next((p for p in artifact.extra if p.name.endswith(READINESS)), None)
+    if report_path is None:
+        return artifact
+    report = {**json.loads((out_dir / report_path).read_text()), **_trtexec(artifact)}  # this part's file names
+    (out_dir / report_path).write_text(json.dumps(report, indent=1) + "\n")
+    return dataclasses.replace(artifact, tensorrt=report)
+
+
+def _trtexec(artifact: Artifact) -> dict:
+    """The lines that build the part's engines on the Jetson, run in the folder the part's files are in."""
+    lines = {"trtexec": f"trtexec --onnx={artifact.path.name} --saveEngine={artifact.path.stem}.engine"}
+    for half in (p for p in artifact.extra if p.name.endswith(".fp16.onnx")):
+        lines["trtexec_fp16"] = f"trtexec --onnx={half.name} --saveEngine={half.stem}.engine --fp16"
+    return lines
 
 
 def _emit(part: Part, target: Target, out_dir: Path) -> Artifact:
     """Write ``<part>.onnx`` (and ``<part>.fp16.onnx`` if asked) into ``out_dir``; paths are relative to it."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = _clean(_export(part, TENSORRT_OPSET.get(target.tensorrt, OPSET)), part)  # the opset its parser takes
-    _check(model, part.name, target.tensorrt)
+    trt = tensorrt_support.tensorrt(target.tensorrt, part.name) if target.tensorrt else None
+    model = _clean(_export(part, trt.export_opset if trt else OPSET), part)  # the opset its parser takes
+    if trt is not None:
+        model = _sanitized(model, part.name)
+        checked = tensorrt_support.check(model, part.name, trt)
+    _check(model, part.name)
     path = Path(f"{part.name}.onnx")
     onnx.save(model, out_dir / path)
-    extra = ()
+    extra = []
     if target.fp16:
         from onnxconverter_common import float16
 
         half = float16.convert_float_to_float16(model, keep_io_types=True)
         onnx.checker.check_model(half, full_check=True)
-        extra = (Path(f"{part.name}.fp16.onnx"),)
-        onnx.save(half, out_dir / extra[0])
-    return Artifact(part.name, "onnx", target, path, extra)
+        extra.append(Path(f"{part.name}.fp16.onnx"))
+        onnx.save(half, out_dir / extra[-1])
+    if trt is not None:
+        extra.append(Path(f"{part.name}.{READINESS}"))
+        report = _readiness(part, trt, checked, [out_dir / p for p in (path, *extra[:-1])])
+        (out_dir / extra[-1]).write_text(json.dumps(report, indent=1) + "\n")
+    return Artifact(part.name, "onnx", target, path, tuple(extra))
+
+
+def _sanitized(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
+    try:
+        return tensorrt_support.sanitize(model)
+    except Exception as error:  # polygraphy's folding runs onnxruntime on the part's constant subgraphs
+        raise HalocutError(f"part '{name}': {tensorrt_support.SANITIZE} failed: {one_line(error)}") from None
+
+
+def _readiness(part: Part, trt, checked: list[str], paths: list[Path]) -> dict:
+    """The manifest's ``tensorrt`` object: the check, the trtexec lines, the measured error of each file (the FP32
+    part must pass the tolerance every verification uses; the FP16 variant's error is recorded, not judged)."""
+    reference = [t.detach() for t in part.example_outputs()]
+    errors, tolerance = {}, None
+    for label, file in zip(("fp32", "fp16"), paths):
+        run = load(Artifact(part.name, "onnx", Target("onnx"), Path(file.name)), file.parent, threads=1)
+        outputs = [torch.from_numpy(np.asarray(o)) for o in run([x.numpy() for x in part.example_inputs])]
+        errors[label], tolerance = max_error(outputs, reference)
+    if not errors["fp32"] <= tolerance:
+        raise HalocutError(f"part '{part.name}': the sanitized ONNX is not equivalent to the part: max abs error "
+                           f"{errors['fp32']:.3g} > {tolerance:.3g}")
+    if "fp16" in errors and not math.isfinite(errors["fp16"]):
+        errors["fp16"] = None  # FP16 overflowed (an inf or NaN the part does not have)
+    return {"version": trt.version, "opset": trt.export_opset, "source": trt.source, "checked": checked,
+            "sanitized": tensorrt_support.SANITIZE, "max_abs_error": errors, "tolerance": tolerance}
+
+
+def _polygraphy() -> str:
+    from importlib import metadata
+
+    return metadata.version("polygraphy")
 
 
 def runnable(target: Target) -> bool:
@@ -134,15 +178,8 @@ def _clean(model: onnx.ModelProto, part: Part) -> onnx.ModelProto:
     return onnx.shape_inference.infer_shapes(gs.export_onnx(graph), strict_mode=True)
 
 
-def _check(model: onnx.ModelProto, name: str, tensorrt: str | None) -> None:
+def _check(model: onnx.ModelProto, name: str) -> None:
     onnx.checker.check_model(model, full_check=True)
-    if tensorrt is not None:
-        if tensorrt not in TENSORRT_OPS:
-            raise HalocutError(f"part '{name}': no operator table for TensorRT {tensorrt}; known: "
-                               f"{', '.join(TENSORRT_OPS)}")
-        unsupported = sorted({node.op_type for node in model.graph.node} - TENSORRT_OPS[tensorrt])
-        if unsupported:
-            raise HalocutError(f"part '{name}': ops TensorRT {tensorrt} does not support: {', '.join(unsupported)}")
     for value in list(model.graph.input) + list(model.graph.output):
         dims = value.type.tensor_type.shape.dim
         if any(not d.HasField("dim_value") for d in dims):

@@ -108,7 +108,7 @@ def targets_for(device: Device, only: tuple[str, ...] | None = None, fp16: bool 
     choices = {
         "tvm-aarch64": [Target("tvm", AARCH64)],
         "tvm-x86": [Target("tvm", X86), Target("torch")],
-        "tensorrt-onnx": [Target("onnx", fp16=fp16, tensorrt=JETSON_TENSORRT)] + ([Target("tvm", {**cuda, "host": AARCH64})] if cuda else []),
+        "tensorrt-onnx": [Target("onnx", fp16=fp16, tensorrt=device.tensorrt or JETSON_TENSORRT)] + ([Target("tvm", {**cuda, "host": AARCH64})] if cuda else []),
         "cuda": ([Target("tvm", cuda)] if cuda else []) + [Target("torch")],
         "torch": [Target("torch")],
     }[device.backend or "torch"]
@@ -368,7 +368,7 @@ def _interfaces(plan: Plan, lowered: list[LoweredStage]) -> dict[str, tuple[tupl
 
 def _under(artifact: Artifact, device: str) -> Artifact:
     return Artifact(artifact.part, artifact.backend, artifact.target, Path(device) / artifact.path,
-                    tuple(Path(device) / p for p in artifact.extra))
+                    tuple(Path(device) / p for p in artifact.extra), tensorrt=artifact.tensorrt)
 
 
 def _check_output(output: Path, force: bool) -> None:

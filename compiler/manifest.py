@@ -18,7 +18,8 @@ from halocut.ir.graph import output_nodes
 from halocut.ir.names import parse_part_name, part_name
 from halocut.ir.regions import Region, full_region
 
-PACKAGES = ("halocut", "torch", "torchvision", "onnx", "onnxruntime", "onnx-graphsurgeon", "apache-tvm", "ray")
+PACKAGES = ("halocut", "torch", "torchvision", "onnx", "onnxruntime", "onnx-graphsurgeon", "polygraphy", "apache-tvm",
+            "ray")
 
 
 def build_manifest(c) -> dict:
@@ -39,7 +40,8 @@ def build_manifest(c) -> dict:
                            "from": origin})
         parts_by_device[device].append({
             "name": name, "kind": parse_part_name(name).kind, "predicted_s": predicted.get(name, 0.0),
-            "artifacts": [_artifact_json(a, c.staging, c.verified) for a in c.artifacts.get(name, [])],
+            "artifacts": [_artifact_json(a, c.staging, c.topology.device(device), c.verified)
+                          for a in c.artifacts.get(name, [])],
             "inputs": inputs,
             "outputs": [{"name": n, "shape": list(o.shape), "dtype": _dtype(o)}
                         for n, o in zip(part.output_names, part.example_outputs())],
@@ -67,14 +69,17 @@ def build_manifest(c) -> dict:
     }
 
 
-def _artifact_json(artifact, root: Path, verified: dict[str, dict]) -> dict:
+def _artifact_json(artifact, root: Path, device, verified: dict[str, dict]) -> dict:
     files = [artifact.path, *artifact.extra]
-    return {"backend": artifact.backend, "target": artifact.target.describe(),
-            "tvm_target": artifact.target.tvm_target, "path": artifact.path.as_posix(),
-            "sha256": sha256(root / artifact.path),
-            "extra": [{"path": p.as_posix(), "sha256": sha256(root / p)} for p in files[1:]],
-            "verified": verified.get(artifact.path.as_posix(), {"how": "structural only",
-                                                                 "why": "stopped before the verify step"})}
+    entry = {"backend": artifact.backend, "target": artifact.target.describe(),
+             "tvm_target": artifact.target.tvm_target, "path": artifact.path.as_posix(),
+             "sha256": sha256(root / artifact.path),
+             "extra": [{"path": p.as_posix(), "sha256": sha256(root / p)} for p in files[1:]],
+             "verified": verified.get(artifact.path.as_posix(), {"how": "structural only",
+                                                                  "why": "stopped before the verify step"})}
+    if artifact.tensorrt is not None:  # a Jetson part's TensorRT check (halocut.backends.onnx)
+        entry["tensorrt"] = {**artifact.tensorrt, "jetpack": device.jetpack}
+    return entry
 
 
 def _producers(c) -> dict[str, list[dict]]:

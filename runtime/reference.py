@@ -21,11 +21,11 @@ from torch import fx
 
 from halocut.ir.errors import HalocutError
 from halocut.ir.names import part_name
+from halocut.ir.numerics import RELATIVE_TOLERANCE, max_error  # noqa: F401 (re-exported)
 from halocut.ir.plan import Plan
 from halocut.passes.cut import StagePart
 from halocut.passes.lower import LoweredStage, lower_plan
 
-RELATIVE_TOLERANCE = 1e-4
 
 
 Call = Callable[[str, fx.GraphModule, list], object]
@@ -93,24 +93,6 @@ def _run_fc(index: int, stage: LoweredStage, values: dict, call: Call) -> torch.
     return call(part_name(index, merge=True), fc.merge, partials)
 
 
-def max_error(result, reference) -> tuple[float, float]:
-    """(max abs error, allowed error) over matching tensors of two outputs.
-
-    Equal values count as no error, infinities included (a max pool whose window lies wholly in the
-    padding gives -inf, and a conv over it NaN): the split model reproduces the model's value. A NaN
-    on one side only is an infinite error. The scale of the
-    tolerance comes from the finite reference values.
-
-    >>> max_error(torch.tensor([1.0, -float("inf")]), torch.tensor([1.00001, -float("inf")]))[0] < 1e-4
-    True
-    """
-    pairs = list(zip(_flat(result), _flat(reference)))
-    error = max(float(torch.where((a == b) | (a.isnan() & b.isnan()), 0.0, (a - b).abs())
-                      .nan_to_num(nan=float("inf")).max()) for a, b in pairs)
-    scale = max(float(b[torch.isfinite(b)].abs().max()) if torch.isfinite(b).any() else 0.0 for _, b in pairs)
-    return error, RELATIVE_TOLERANCE * max(1.0, scale)
-
-
 def verify_plan(graph_module: fx.GraphModule, plan: Plan, example: torch.Tensor | None = None,
                 original: torch.nn.Module | None = None) -> float:
     """Run a plan with the reference executor and compare with ``original`` (default: the unsplit graph).
@@ -125,13 +107,3 @@ def verify_plan(graph_module: fx.GraphModule, plan: Plan, example: torch.Tensor 
     if not error <= allowed:
         raise HalocutError(f"plan for '{plan.model}' is not equivalent: max abs error {error:.3g} > {allowed:.3g}")
     return error
-
-
-def _flat(value):
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        return [t for item in value for t in _flat(item)]
-    if isinstance(value, dict):
-        return [t for item in value.values() for t in _flat(item)]
-    return []

@@ -43,6 +43,8 @@ class Device:
     memory_bandwidth_bytes_per_s: float = 0.0
     backend: str | None = None
     cuda_arch: str | None = None
+    tensorrt: str | None = None  # a Jetson board's TensorRT version, from its JetPack (``jetpack``)
+    jetpack: str | None = None
     efficiency: dict = field(default_factory=dict, compare=False)
     profile_path: Path | None = None
     dispatch_s: float = 0.0  # what the runtime costs each part run here (a Ray actor call), on top of its compute
@@ -197,6 +199,7 @@ def _from_figures(name: str, role: str, kind: str, figures: dict, where: str) ->
         if not values[key] > 0:
             raise HalocutError(f"{where}.{key}: must be positive, got {figures[key]}")
     return Device(name, role, kind, figures["class"], backend=figures["backend"], cuda_arch=figures.get("cuda_arch"),
+                  tensorrt=figures.get("tensorrt"), jetpack=figures.get("jetpack"),
                   efficiency=dict(figures.get("efficiency", {})), **values)
 
 

@@ -178,3 +178,55 @@ def test_repeat_compile_reuses_cached_artifacts(tmp_path, monkeypatch):
     assert len(calls) == 1  # the second build copied the cached file
     files = [next(c.manifest_path.parent.rglob("*.onnx")).read_bytes() for c in (first, second)]
     assert files[0] == files[1]
+
+
+def test_a_jetson_part_s_manifest_entry_has_its_tensorrt_check(tmp_path):
+    """Issue 14, item 4: the Nano's part (JetPack 4.6.1, TensorRT 8.2) is sanitized, checked and measured; the
+    trtexec lines and both errors are in the manifest, and nobody else's artifact has them."""
+    shape = (1, 3, 32, 32)
+    plan_path = write_plan(tmp_path, "lenet5", shape, lambda graph: [("single", "_5", 1), ("single", None, 2)])
+    manifest = check_build(compile_(tmp_path, "lenet5", shape, plan_path, backends=("onnx", "torch"), fp16=True))
+    (entry,) = manifest["devices"]["jetson"]["parts"]
+    (artifact,) = entry["artifacts"]
+    trt = artifact["tensorrt"]
+    assert (trt["version"], trt["jetpack"], trt["opset"]) == ("8.2", "4.6.1", 13)
+    assert trt["source"].endswith("release/8.2-GA/docs/operators.md")
+    assert {"ops", "opset", "conv weights", "pad modes", "resize modes"} <= set(trt["checked"])
+    assert trt["sanitized"] == "polygraphy surgeon sanitize --fold-constants"
+    assert trt["trtexec"] == "trtexec --onnx=s0.onnx --saveEngine=s0.engine"
+    assert trt["trtexec_fp16"] == "trtexec --onnx=s0.fp16.onnx --saveEngine=s0.fp16.engine --fp16"
+    assert 0 <= trt["max_abs_error"]["fp32"] <= trt["tolerance"] < trt["max_abs_error"]["fp16"]
+    assert [e["path"] for e in artifact["extra"]] == ["jetson/s0.fp16.onnx", "jetson/s0.tensorrt.json"]
+    others = [a for d, e in manifest["devices"].items() if d != "jetson" for p in e["parts"] for a in p["artifacts"]]
+    assert others and not any("tensorrt" in a for a in others)
+
+
+PLANTED = """
+import torch
+from torch import nn
+
+
+class Reciprocal(nn.Module):  # ONNX Reciprocal: in TensorRT 8.5's operator table, not in 8.2's
+    def forward(self, x):
+        return torch.reciprocal(x.abs() + 1)
+
+
+def model():
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), Reciprocal(), nn.Conv2d(8, 4, 3)).eval()
+"""
+
+
+def test_an_op_planted_on_a_jetson_is_reported_with_its_name_and_the_tensorrt_version(tmp_path):
+    (tmp_path / "planted.py").write_text(PLANTED)
+    model, shape = f"{tmp_path / 'planted.py'}:model", (1, 3, 16, 16)
+    plan_path = write_plan(tmp_path, model, shape, lambda graph: [("single", None, 1)])
+    with pytest.raises(HalocutError) as error:
+        compile_(tmp_path, model, shape, plan_path, backends=("onnx", "torch"))
+    assert str(error.value) == ("part 's0': TensorRT 8.2 would not parse it: ops TensorRT 8.2 does not support: "
+                                "Reciprocal")
+    orin = tmp_path / "orin.yaml"  # the same part on a Jetson AGX Orin (JetPack 5.1.2, TensorRT 8.5) is taken
+    orin.write_text(MIXED.read_text().replace("kind: jetson-nano", "kind: jetson-agx-orin"))
+    compilation = compile_model(CompileOptions(model, orin, tmp_path / "build", plan_path, input_shape=shape,
+                                               backends=("onnx", "torch"), progress=False))
+    (artifact,) = check_build(compilation)["devices"]["jetson"]["parts"][0]["artifacts"]
+    assert (artifact["tensorrt"]["version"], artifact["tensorrt"]["jetpack"]) == ("8.5", "5.1.2")
