@@ -30,7 +30,7 @@ from halocut.ir.names import part_name
 from halocut.ir.plan import Plan, Stage
 from halocut.ir.regions import Region, full_region, overlap_bytes
 from halocut.passes.halo import compute_halos
-from halocut.targets.cost import CostModel, efficiency_of
+from halocut.targets.cost import CostModel, efficiency_of, fusable
 from halocut.targets.topology import Link, Topology
 
 EPSILON = 1e-12
@@ -148,6 +148,9 @@ class _Simulation:
         self.gm, self.plan, self.topology, self.cost = graph_module, plan, topology, cost
         self.nodes = {n.name: n for n in compute_nodes(graph_module)}
         self.order = {name: i for i, name in enumerate(self.nodes)}
+        # planners simulate many plans of one graph that share stages: a stage's halos, hops and part latencies
+        # are kept on the graph (its nodes' names, regions, devices and cost model are the key)
+        self.memo = graph_module.meta.setdefault("halocut.simulate", {}) if hasattr(graph_module, "meta") else {}
         self.items: list[_Item] = []
         self.route_start: dict[int, str] = {}
         self.timeline: list[Busy] = []
@@ -218,13 +221,31 @@ class _Simulation:
     def _single(self, request: int, index: int, stage: Stage, values: dict) -> None:
         device = self.topology.device(stage.device)
         nodes = [self.nodes[n] for n in stage.nodes]
+        key = ("single", stage.nodes, device, self.cost)
+        if key not in self.memo:
+            self.memo[key] = self._nodes_latency(device, nodes)
         task = self._submitted(request, self._new(request, "compute", part_name(index), device=device.name,
-                                                  duration_s=self.cost.nodes_latency(device, nodes) + device.dispatch_s))
+                                                  duration_s=self.memo[key] + device.dispatch_s))
         for source in self._inputs_of(list(stage.nodes)):
             self._gather(request, task, values[source], None, source)
         for name in stage.nodes:
             node = self.nodes[name]
             values[name] = [Piece(device.name, task.id, full_region(node), value_bytes(node))]
+
+    def _nodes_latency(self, device, nodes: list[fx.Node]) -> float:
+        """``CostModel.nodes_latency`` of a whole-layer part, each layer's seconds (fused or not) kept."""
+        members = {n.name for n in nodes}
+        total = 0.0
+        for node in nodes:
+            layer = node.meta.get("layer")
+            if layer is None:
+                continue
+            fused = fusable(node, members)
+            key = ("layer", node.name, fused, device, self.cost)
+            if key not in self.memo:
+                self.memo[key] = self.cost.latency(device, layer, None, node.name, fused=fused)
+            total += self.memo[key]
+        return total
 
     def _spatial(self, request: int, index: int, stage: Stage, values: dict) -> None:
         volume = sorted((self.nodes[n] for n in stage.nodes), key=lambda n: self.order[n.name])
@@ -232,15 +253,21 @@ class _Simulation:
         pieces = []
         members = {n.name for n in volume}
         for t, tile in enumerate(stage.tiles):
-            needs = compute_halos(volume, tile.region)
-            hops = split_hops(volume, [h.until for h in tile.devices])
+            untils = tuple(h.until for h in tile.devices)
+            key = ("tile", stage.nodes, tile.region, untils)
+            if key not in self.memo:
+                self.memo[key] = (compute_halos(volume, tile.region), split_hops(volume, list(untils)))
+            needs, hops = self.memo[key]
             hop_of = {n.name: h for h, nodes in enumerate(hops) for n in nodes}
             tasks: list[_Item] = []
             for h, (hop, nodes) in enumerate(zip(tile.devices, hops)):
                 device = self.topology.device(hop.device)
+                cost_key = ("hop", stage.nodes, tile.region, untils, h, device, self.cost)
+                if cost_key not in self.memo:
+                    self.memo[cost_key] = self.cost.nodes_latency(device, nodes, needs)
                 task = self._submitted(request, self._new(
                     request, "compute", part_name(index, t, h), device=device.name,
-                    duration_s=self.cost.nodes_latency(device, nodes, needs) + device.dispatch_s))
+                    duration_s=self.memo[cost_key] + device.dispatch_s))
                 read = list(dict.fromkeys(s.name for n in nodes for s in n.all_input_nodes if s.op != "get_attr"))
                 for source in read:  # values from outside the volume come from where they were made
                     if source not in members and not needs[source].is_empty():

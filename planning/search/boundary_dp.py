@@ -89,6 +89,9 @@ class BoundarySearch:
         self.layer_kinds = [n.meta["layer"].kind for n in self.nodes]
         self.volume_cache: dict[int, set[int]] = {}
         self.matrix_key, self.matrix = None, None
+        self.tile_key, self.tile_prices = None, None
+        self.heights = {n.name: height(n) for n in graph.graph.nodes if "tensor_meta" in n.meta}
+        self.row_bytes = {n.name: row_bytes(n) for n in graph.graph.nodes if "tensor_meta" in n.meta}
         to_device = [self.link(self.requester, d.name, shared=True) for d in devices]
         halo = [self.halo_link(d.name) for d in devices]
         back = [self.link(d.name, self.requester, shared=True) for d in devices]
@@ -191,8 +194,11 @@ class BoundarySearch:
 
     def tile_time(self, start: int, end: int, slot: int, rows: int, entry: str, gathered: bool, anchor: str) -> float:
         """One entry of :meth:`device_times`, without building the matrix."""
-        _, in_bytes, halo_bytes, out_bytes = self.flows(start, end, anchor)
-        total = float(self.compute_stack(start, end, anchor)[slot, rows])
+        key = (start, end, anchor)
+        if self.tile_key != key:  # an aligned volume asks for every device's tile of one anchor in a row
+            self.tile_key, self.tile_prices = key, (self.flows(start, end, anchor), self.compute_stack(start, end, anchor))
+        (_, in_bytes, halo_bytes, out_bytes), stack = self.tile_prices
+        total = float(stack[slot, rows])
         if out_bytes[rows] > 0:
             spread = entry == SPREAD
             fixed, per_byte = self.entry_cost[spread]
@@ -222,27 +228,27 @@ class BoundarySearch:
             first, needs = self._walk(end, anchor)
             last = self.nodes[end - 1]
             n_out = needs[last.name]
-            rows_in = self.tables.rows_in
+            rows_in, heights, row_sizes = self.tables.rows_in, self.heights, self.row_bytes
             outside: dict[str, np.ndarray] = {}
             reading, own = np.zeros(len(n_out)), np.zeros(len(n_out))
-            out_bytes = n_out * row_bytes(last)
+            out_bytes = n_out * row_sizes[last.name]
             flows = {}
             for m in range(end - 1, first - 1, -1):
-                node = self.nodes[m]
-                if node.name in outside:
-                    reading = reading - outside.pop(node.name) * row_bytes(node)
-                    own = own - n_out * (height(node) / height(last)) * row_bytes(node)
-                if node.name in needs:
-                    for source in tensor_inputs(node):
-                        table = rows_in.get((node.name, source.name, anchor))
-                        wanted = table[needs[node.name]] if table is not None else np.ones_like(needs[node.name])
+                name = self.nodes[m].name
+                if name in outside:
+                    reading = reading - outside.pop(name) * row_sizes[name]
+                    own = own - n_out * (heights[name] / heights[last.name]) * row_sizes[name]
+                if name in needs:
+                    for source in tensor_inputs(self.nodes[m]):
+                        table = rows_in.get((name, source.name, anchor))
+                        wanted = table[needs[name]] if table is not None else np.ones_like(needs[name])
                         before = outside.get(source.name)
                         if before is None:
                             # entered spread, a device already holds about its own share of rows
-                            own = own + n_out * (height(source) / height(last)) * row_bytes(source)
+                            own = own + n_out * (heights[source.name] / heights[last.name]) * row_sizes[source.name]
                             before = np.zeros_like(wanted)
                         outside[source.name] = np.maximum(before, wanted)
-                        reading = reading + (outside[source.name] - before) * row_bytes(source)
+                        reading = reading + (outside[source.name] - before) * row_sizes[source.name]
                 flows[m] = (reading, own, out_bytes)
             self.flow_cache[key] = flows
         return self.flow_cache[key]

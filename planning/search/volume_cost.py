@@ -142,24 +142,22 @@ def min_max_split(times: dict[str, np.ndarray], total: int) -> tuple[float, dict
 
 
 def min_max_rows(tables: np.ndarray, total: int) -> tuple[float, np.ndarray]:
-    """:func:`min_max_split` over a matrix (one row of times per device): the finish and the rows per device."""
+    """:func:`min_max_split` over a matrix (one row of times per device): the finish and the rows per device.
+
+    The finish is the lowest attainable time at which the devices together can take ``total`` rows; the rows
+    each device finishes within every attainable time (``levels``) are counted at once."""
     tables = np.maximum.accumulate(tables, axis=1)
     levels = np.unique(tables[:, 1:])
-
-    def rows_at(limit: float) -> np.ndarray:
-        return np.minimum((tables <= limit).sum(axis=1) - 1, total)
-
-    low, high = 0, len(levels) - 1
-    if rows_at(levels[high]).sum() < total:
+    # each entry's level, counted per device and level, summed up the levels: entries within each level
+    where = np.searchsorted(levels, tables) + (len(levels) + 1) * np.arange(len(tables))[:, None]
+    counts = np.bincount(where.ravel(), minlength=len(tables) * (len(levels) + 1)).reshape(len(tables), -1)
+    within = np.minimum(np.cumsum(counts, axis=1)[:, :len(levels)] - 1, total)
+    taken = within.sum(axis=0)
+    if taken[-1] < total:
         return float("inf"), np.zeros(len(tables), dtype=np.int64)
-    while low < high:
-        middle = (low + high) // 2
-        if rows_at(levels[middle]).sum() >= total:
-            high = middle
-        else:
-            low = middle + 1
-    rows = rows_at(levels[low])
-    below = rows_at(levels[low - 1]) if low > 0 else np.zeros_like(rows)
+    low = int(np.searchsorted(taken, total, side="left"))
+    rows = within[:, low].astype(np.int64)
+    below = within[:, low - 1] if low > 0 else np.zeros_like(rows)
     excess = rows.sum() - total
     for k in range(len(rows)):  # devices that reach the level only with extra rows give back what is not needed
         back = min(excess, rows[k] - below[k])
