@@ -170,9 +170,13 @@ def aligned_plans(search: BoundarySearch, model: str, input_shape: tuple[int, ..
     ranked = sorted(search.devices, key=lambda d: search.single(0, whole, d) + search.link(search.requester, d.name)[0])
     priced = []
     providers = [d for d in ranked if d.name != search.requester]
+    tried = set()
     for pool in (ranked, providers) if len(providers) < len(ranked) else (ranked,):
         for k in sorted({2, 4, 8, len(pool)} & set(range(1, len(pool) + 1))):
             split = tuple((d.name, 1.0 / max(search.single(0, whole, d), 1e-12)) for d in pool[:k])
+            if split in tried:  # the same devices from the other pool: the same plan
+                continue
+            tried.add(split)
             plan = search.plan(model, input_shape, "aligned", split)
             if plan is not None:
                 priced.append((search.estimate, len(priced), plan))
