@@ -8,7 +8,8 @@ really the fastest when its tensors cross shaped TCP links between CPU-capped ma
 For every topology: ``halocut testbed up``; for every model, ``halocut testbed profile`` (each machine's
 layers measured on its own Ray node in its CPU cgroup, each link's round trip measured: the predictions then
 describe the testbed, not the boards); for every planner, ``halocut plan`` and ``halocut compile`` against
-that profiled topology and ``halocut run --testbed`` (``--requests`` one at a time for latency, then as a
+that profiled topology and ``halocut run --testbed --staged`` (the artifacts read from the disk every
+namespace shares, as on boards the build was copied to; ``--requests`` one at a time for latency, then as a
 pipelined stream for throughput). Printed per topology and model: predicted and measured median latency and
 throughput per plan, the error of each, and whether the measured ranking of the plans (by latency) equals
 the predicted one (strictly, and up to ties: no pair predicted more than 5 % apart measured the other way; the
@@ -75,8 +76,10 @@ def measure_topology(topology: str, models: list[str], planners: list[str], shap
                             "--input-shape", shape, "-o", str(plan), "--force")
                     halocut("compile", model, "--topology", str(profiled / "topology.yaml"), "--plan", str(plan),
                             "--input-shape", shape, "-o", str(build), "--backends", "torch", "--force")
+                    # staged: every namespace sees this machine's disk, as a board holds the build copied to it;
+                    # sending VGG-16's 530 MB to its actors over a 5 Mbps link outlasted hosting's 60 s
                     report = json.loads(halocut("run", str(build), "--testbed", name, "--requests", str(requests),
-                                                "--json").strip().splitlines()[-1])
+                                                "--staged", "--json").strip().splitlines()[-1])
                     row.update(predicted_latency_s=report["predicted_latency_s"],
                                measured_latency_s=report["latency_s"]["median"],
                                predicted_throughput_ips=report["predicted_throughput_ips"],

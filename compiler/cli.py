@@ -154,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--weights", help="the state_dict the build was compiled with")
     run.add_argument("--json", action="store_true", help="print one JSON object")
     run.add_argument("--trust", metavar="KEY.pub", help="refuse a build not signed by this key (default: $HALOCUT_TRUST)")
+    run.add_argument("--staged", nargs="?", const="", metavar="DIR",
+                     help="every machine holds a copy of the build at DIR (default: the build's own absolute path): "
+                          "actors read their artifacts there, sha256 checked, instead of receiving them")
     run.set_defaults(drive=drive_run)
 
     keygen = commands.add_parser("keygen", help="write an ed25519 key pair to sign builds with (KEY, KEY.pub)")
@@ -384,13 +387,16 @@ def drive_compile(args: argparse.Namespace) -> int:
 
 
 def drive_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from rich.console import Console
 
     from halocut.compiler.commands import run_build
     from halocut.runtime.run import RunOptions, run_table, verified_line
 
+    staged = None if args.staged is None else (args.staged or str(Path(args.build).resolve()))
     options = RunOptions(args.build, args.input, args.requests, args.address, args.threads, not args.plain_api,
-                         args.model, args.weights, window=args.window, trust=_trust(args.trust))
+                         args.model, args.weights, window=args.window, trust=_trust(args.trust), staged=staged)
     if args.testbed:
         from halocut.compiler.commands import run_on_testbed
 

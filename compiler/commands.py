@@ -162,9 +162,10 @@ def run_on_testbed(options, name: str):
         raise HalocutError(f"testbed '{name}' has no Ray head ready (up --no-ray, or a crashed up)")
     argv = ["run", str(Path(options.build).resolve()), "--requests", str(options.requests), "--plain-api", "--json"]
     for flag, value in (("--input", options.image), ("--threads", options.threads), ("--model", options.model),
-                        ("--weights", options.weights), ("--window", options.window), ("--trust", options.trust)):
+                        ("--weights", options.weights), ("--window", options.window), ("--trust", options.trust),
+                        ("--staged", options.staged)):
         if value is not None:
-            argv += [flag, str(Path(value).resolve()) if flag in ("--input", "--weights", "--trust") else str(value)]
+            argv += [flag, str(Path(value).resolve()) if flag in ("--input", "--weights", "--trust", "--staged") else str(value)]
     with LinkMeter(state) as meter:
         done = halocut_in_head(state, argv)
     for line in done.stderr.splitlines():

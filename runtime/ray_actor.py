@@ -36,6 +36,7 @@ import shutil
 import socket
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,8 +45,30 @@ from halocut.backends.base import Artifact, Target, backend
 from halocut.backends.manifest import listed_files, parse_manifest
 from halocut.backends.signing import TRUST_ENV, read_public_key, trusted_key_path, verify
 from halocut.ir.errors import HalocutError
+from halocut.ir.files import read_bytes
 from halocut.runtime.cpu import join_cpu_cap, usable_cores
 from halocut.runtime.flow import Runner, Step, assemble, crop
+
+
+MAX_ARTIFACT_BYTES = 8 << 30  # one artifact file an actor receives or reads
+
+
+@dataclass(frozen=True)
+class Staged:
+    """An artifact this machine holds already: the build was copied to ``root`` on it before the run
+    (``halocut run --staged``), so it is read from disk instead of crossing the network; its sha256 is checked
+    like any bytes sent."""
+
+    root: str
+    path: str
+
+    def read(self, part: str, device: str) -> bytes:
+        file = Path(self.root) / self.path
+        try:
+            return read_bytes(file, MAX_ARTIFACT_BYTES)
+        except HalocutError as error:
+            raise HalocutError(f"part '{part}' on '{device}' ({socket.gethostname()}): staged artifact: {error} "
+                               f"(--staged: the build must be copied to {self.root} on every machine first)") from None
 
 
 class PartHost:
@@ -87,7 +110,8 @@ class PartHost:
 
     def host(self, steps: list[Step], blobs: dict, placement: dict[str, str],
              authority: dict | None = None) -> dict[str, str]:
-        """Load the steps not loaded yet from ``blobs`` (path -> bytes or a Ray reference to them).
+        """Load the steps not loaded yet from ``blobs`` (path -> bytes, a Ray reference to them, or
+        :class:`Staged`: the file on this machine's own disk, where the build was copied before the run).
 
         The bytes must match the manifest's sha256, or the part is refused. With ``authority`` (the
         manifest's bytes, its signature and the trusted public key; this machine's own
@@ -128,7 +152,9 @@ class PartHost:
         if artifact["path"] not in blobs:
             raise HalocutError(f"part '{part}' on '{self.device}': artifact {artifact['path']} was not sent")
         data = blobs[artifact["path"]]
-        if not isinstance(data, (bytes, bytearray, memoryview)):
+        if isinstance(data, Staged):  # the build is on this machine already: read it here, checked all the same
+            data = data.read(part, self.device)
+        elif not isinstance(data, (bytes, bytearray, memoryview)):
             import ray
             data = ray.get(data)
         expected = artifact["sha256"] if self.hashes is None else self.hashes.get(artifact["path"])

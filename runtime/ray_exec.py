@@ -39,11 +39,10 @@ from halocut.backends.manifest import inside
 from halocut.ir.errors import HalocutError, one_line
 from halocut.ir.files import read_bytes
 from halocut.runtime.flow import Flow, Step, collect, entry_messages
-from halocut.runtime.ray_actor import PartHost
+from halocut.runtime.ray_actor import MAX_ARTIFACT_BYTES, PartHost, Staged
 
 logger = logging.getLogger("halocut.runtime")
 
-MAX_ARTIFACT_BYTES = 8 << 30  # one artifact file sent to an actor
 FAILURES = (rex.RayActorError, rex.RayChannelError, rex.GetTimeoutError, rex.ObjectLostError)
 _RemoteHost = ray.remote(PartHost)
 
@@ -163,10 +162,15 @@ class Deployment:
 
     def __init__(self, flow: Flow, build_dir: str | Path, threads: int | None = 0, compiled: bool = True,
                  max_inflight: int = 8, restart_timeout_s: float = 60.0, request_timeout_s: float = 120.0,
-                 max_restarts: int = 2, max_recoveries: int = 5, authority: dict | None = None):
+                 max_restarts: int = 2, max_recoveries: int = 5, authority: dict | None = None,
+                 staged: str | Path | None = None):
         """The actors are created by start(). ``threads`` per actor: 0 all of its machine's cores. ``authority``
-        (:meth:`halocut.backends.manifest.Build.authority`): what each actor checks the signature with."""
+        (:meth:`halocut.backends.manifest.Build.authority`): what each actor checks the signature with.
+        ``staged``: where every machine holds a copy of the build already; its actors read their artifacts
+        there (sha256 checked as ever) and nothing is sent, so hosting a large build over a slow link does not
+        outlast ``restart_timeout_s``."""
         self.flow, self.build = flow, Path(build_dir)
+        self.staged = None if staged is None else str(staged)
         self.authority = authority
         self.threads, self.compiled = threads, compiled
         self.max_inflight, self.max_restarts, self.max_recoveries = max_inflight, max_restarts, max_recoveries
@@ -310,8 +314,9 @@ class Deployment:
             by_device[self.placement[step.name]].append(step)
         chosen = _get({d: self.actors[d].choose.remote(steps) for d, steps in by_device.items()}, self.restart_timeout_s)
         for path in {p for paths in chosen.values() for p in paths.values()} - set(self._blobs):
-            self._blobs[path] = ray.put(read_bytes(inside(self.build, path, self.build / "manifest.json"),
-                                                   MAX_ARTIFACT_BYTES))
+            source = inside(self.build, path, self.build / "manifest.json")  # a path leaving the build is refused
+            self._blobs[path] = Staged(self.staged, path) if self.staged is not None else \
+                ray.put(read_bytes(source, MAX_ARTIFACT_BYTES))
         loaded = _get({d: self.actors[d].host.remote(steps, {p: self._blobs[p] for p in chosen[d].values()},
                                                        self.placement, self.authority)
                        for d, steps in by_device.items()},

@@ -37,6 +37,7 @@ class RunOptions:
     seed: int = 0
     window: int | None = None  # requests in flight in the throughput phase (default: actors + 1)
     trust: str | Path | None = None  # a public key: the build's signature is checked, here and on every actor
+    staged: str | Path | None = None  # every machine holds the build here already: actors read it, nothing is sent
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,8 @@ def run_build(options: RunOptions,
     timings["connect"] = time.perf_counter() - start
     threads = options.threads if options.threads is not None else (
         0 if options.address else max(1, (os.cpu_count() or 1) // len(flow.devices())))
-    deployment = Deployment(flow, build, threads=threads, compiled=options.compiled, authority=read.authority())
+    deployment = Deployment(flow, build, threads=threads, compiled=options.compiled, authority=read.authority(),
+                            staged=options.staged)
     try:
         start = time.perf_counter()
         deployment.start()

@@ -240,6 +240,29 @@ def test_actor_refuses_an_artifact_that_does_not_match_its_sha256(builds, cluste
         run_build(RunOptions(build, requests=1))
 
 
+def test_a_staged_build_is_read_on_each_machine_sent_nowhere_and_still_checked(builds, cluster, tmp_path,
+                                                                                 monkeypatch):
+    """--staged: the actors read the copy of the build each machine holds (here: one disk); nothing is put in
+    Ray's object store for them, a tampered or missing staged file is refused in one line naming the part."""
+    flow = flow_from_manifest(load_manifest(builds["lenet5"]))
+    xs, expected = inputs_and_expected("lenet5", flow.input_shape, 2)
+    copy = tmp_path / "copy"
+    shutil.copytree(builds["lenet5"], copy)
+    put = []
+    monkeypatch.setattr(ray, "put", lambda value, **k: put.append(value))  # only hosting calls ray.put here
+    with Deployment(flow, builds["lenet5"], threads=1, compiled=False, staged=copy) as deployment:
+        answers, _ = deployment.stream(xs, window=1)
+    assert_answers(answers, expected)
+    assert put == []
+    artifact = copy / flow.steps[0].artifacts[0]["path"]
+    artifact.write_bytes(artifact.read_bytes() + b"\0")
+    with pytest.raises(HalocutError, match=r"on 'board-a': board-a/s0.onnx does not match its sha256"):
+        Deployment(flow, builds["lenet5"], threads=1, staged=copy).start()
+    artifact.unlink()
+    with pytest.raises(HalocutError, match=r"part 's0' on 'board-a' .*staged artifact: .*s0.onnx.* copied to "):
+        Deployment(flow, builds["lenet5"], threads=1, staged=copy).start()
+
+
 def test_reference_falls_back_to_the_build_and_a_mismatch_is_an_error(builds):
     build = builds["lenet5"]
     flow = flow_from_manifest(load_manifest(build))
