@@ -37,7 +37,7 @@ CROSS_CXX = "aarch64-linux-gnu-g++"
 RUNNER_SOURCE = Path(__file__).with_name("tvm_runner.cc")
 RUN_TIMEOUT_S = 1800.0  # a VGG part runs minutes emulated; an emulator that hangs is ended
 _LIBRARIES = {"apache-tvm": "tvm/lib/libtvm_runtime.so", "apache-tvm-ffi": "tvm_ffi/lib/libtvm_ffi.so"}
-_DTYPE_CODES = {"i": 0, "u": 1, "f": 2}
+_DTYPE_CODES = {"i": 0, "u": 1, "f": 2, "b": 6}  # numpy kind -> DLPack type code (6: bool)
 
 
 def emulator() -> str | None:
@@ -126,6 +126,9 @@ def run(library: Path, inputs: list[np.ndarray], repeats: int = 1, part: str = "
         lines = []
         for index, array in enumerate(inputs):
             array = np.ascontiguousarray(array)
+            if array.dtype.kind not in _DTYPE_CODES:
+                raise HalocutError(f"aarch64 part '{part or Path(library).name}': input {index} is {array.dtype}, "
+                                   f"which the qemu runner does not pass")
             path = work / f"in{index}.bin"
             array.tofile(path)
             lines.append(" ".join(map(str, [path, _DTYPE_CODES[array.dtype.kind], array.dtype.itemsize * 8,
@@ -155,7 +158,7 @@ def _read_outputs(folder: Path) -> list[np.ndarray]:
     outputs = []
     for line in (folder / "outputs.txt").read_text().splitlines():
         name, code, bits, ndim, *shape = line.split()
-        dtype = np.dtype(f"{kinds[int(code)]}{int(bits) // 8}")
+        dtype = np.dtype(bool) if int(code) == 6 else np.dtype(f"{kinds[int(code)]}{int(bits) // 8}")
         outputs.append(np.fromfile(folder / name, dtype=dtype).reshape([int(d) for d in shape[:int(ndim)]]))
     return outputs
 
