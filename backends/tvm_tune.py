@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ class TaskTuning:
 
     name: str
     flops: float  # FLOPs per call x calls in the part
+    calls: int  # how many times the part calls the kernel
     trials_wanted: int
     trials_before: int  # measured records found in the database
     trials_run: int
@@ -74,24 +76,26 @@ Progress = Callable[[str, str, int, int, float | None], None]
 def database_dir(target: Target) -> Path:
     """The shared tuning database of a target kind: ``$HALOCUT_CACHE/tune/<suffix>``.
 
-    >>> import os; os.environ["HALOCUT_CACHE"] = "/tmp/hc"
-    >>> database_dir(Target("tvm", {"kind": "llvm"}))
-    PosixPath('/tmp/hc/tune/x86')
+    >>> database_dir(Target("tvm", {"kind": "llvm"})).relative_to(cache_root()).as_posix()
+    'tune/x86'
     """
     return cache_root() / "tune" / tvm_backend.file_suffix(target)
 
 
 def split_trials(flops: list[float], trials: int, minimum: int = MIN_TRIALS_PER_TASK) -> list[int]:
-    """Trials per task, proportional to each task's FLOPs, each at least ``min(minimum, trials)``.
+    """Trials per task, proportional to each task's FLOPs; each task gets at least ``minimum`` trials, or
+    the even share ``trials // tasks`` when that is smaller, and never fewer than 1.
 
     The shares sum to ``trials`` (largest remainders round up; what the minimum gives small tasks is taken
-    from the largest), except when ``trials`` is under ``minimum`` per task: then every task gets the
-    minimum. Deterministic: ties go to the earlier task.
+    from the largest), except when there are more tasks than trials: then each gets 1. Deterministic:
+    ties go to the earlier task.
 
     >>> split_trials([90.0, 9.0, 1.0], 100)
     [87, 9, 4]
     >>> split_trials([1.0, 1.0], 3)
-    [3, 3]
+    [2, 1]
+    >>> split_trials([1.0, 1.0, 1.0], 2)
+    [1, 1, 1]
     >>> split_trials([5.0], 0)
     [0]
     """
@@ -99,7 +103,7 @@ def split_trials(flops: list[float], trials: int, minimum: int = MIN_TRIALS_PER_
         return [0] * len(flops)
     total = sum(flops)
     weights = [f / total if total > 0 else 1 / len(flops) for f in flops]
-    floor = min(minimum, trials)
+    floor = min(minimum, max(1, trials // len(flops)))
     exact = [w * trials for w in weights]
     shares = [math.floor(x) for x in exact]
     order = sorted(range(len(flops)), key=lambda i: (-(exact[i] - shares[i]), i))
@@ -160,7 +164,7 @@ def tune(part: Part, target: Target, trials: int, database: Path | None = None,
             if runner is None:
                 runner = _runner()
             best = _tune_task(ms, task, run, db, database, runner, part.name, progress, best)
-        results.append(TaskTuning(task.task_name, task_flops, want, len(before), run, best))
+        results.append(TaskTuning(task.task_name, task_flops, max(int(task.weight), 1), want, len(before), run, best))
     return TuneReport(part.name, database, tuple(results))
 
 
@@ -168,8 +172,10 @@ def _tune_task(ms, task, trials: int, db, work_dir: Path, runner, part_name: str
                best: float | None) -> float | None:
     """Tune one task for ``trials`` new candidates; returns the best time in the database after it."""
     callback = _progress_callback(task.task_name, trials, progress, best)
+    _quiet_console()
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
         [task], str(work_dir), strategy=tvm_backend._strategy(ms, trials), num_threads=os.cpu_count() or 1, seed=0)
+    _quiet_console()
     if progress:
         progress("start", task.task_name, 0, trials, best)
     try:
@@ -186,6 +192,22 @@ def _tune_task(ms, task, trials: int, db, work_dir: Path, runner, part_name: str
     if progress:
         progress("done", task.task_name, trials, trials, best)
     return best
+
+
+class _DropInfo(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING
+
+
+def _quiet_console() -> None:
+    """MetaSchedule logs every batch's task table to stdout; it stays in the database's ``logs/`` files, and
+    the console gets only warnings (the progress callback says the rest)."""
+    logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    if not any(isinstance(f, _DropInfo) for f in logger.filters):
+        logger.addFilter(_DropInfo())  # records logged on it directly ("Logging directory: ...")
+    for handler in logger.handlers:
+        if type(handler) is logging.StreamHandler:
+            handler.setLevel(logging.WARNING)
 
 
 @functools.cache
