@@ -6,7 +6,8 @@ tuning a part, its kernels (MetaSchedule's extracted tasks) are looked up there 
 conv workload in another part, another tile of the same height or another model is a hit and is not
 tuned again. The part's budget of trials is spread over its tasks by each task's weight in the FLOPs
 (FLOPs per call x calls, :func:`split_trials`); a task whose database records already hold its share is
-a hit, one holding fewer is topped up to its share, so tuning again with a larger budget continues.
+a hit, one holding fewer is topped up to its share, so tuning again with a larger budget continues; a kernel
+whose every schedule is measured (the search found no new one) is a hit from then on.
 
 Each task is tuned on its own (its trials are its own, deterministic, and the progress says which task
 runs); one runner pool serves them all.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import logging
 import math
 import os
@@ -28,7 +30,7 @@ from halocut.backends.base import Part, Target, cache_root
 from halocut.ir.errors import HalocutError, one_line
 
 MIN_TRIALS_PER_TASK = 4  # below this a task's search draws little more than its initial random schedules
-_WORKER_TIMEOUT_S = tvm_backend._WORKER_TIMEOUT_S
+_WORKER_TIMEOUT_S = 300.0  # a measuring worker's first run imports TVM, ~20 s on 2 loaded cores
 
 
 @dataclass(frozen=True)
@@ -39,8 +41,8 @@ class TaskTuning:
     flops: float  # FLOPs per call x calls in the part
     calls: int  # how many times the part calls the kernel
     trials_wanted: int
-    trials_before: int  # measured records found in the database
-    trials_run: int
+    trials_before: int  # candidates of this kernel the database held (failed ones too)
+    trials_run: int  # candidates measured now
     best_s: float | None  # best measured time per call, None when nothing was measured
 
     @property
@@ -156,15 +158,20 @@ def tune(part: Part, target: Target, trials: int, database: Path | None = None,
     wanted = split_trials(flops, trials)
     runner = None
     results = []
+    exhausted = _Exhausted(database)
     for task, task_flops, want in zip(tasks, flops, wanted):
-        before = _measured(db, task.dispatched[0], want)
-        run = max(0, want - len(before))
-        best = min((_seconds(r) for r in before), default=None)
+        mod = task.dispatched[0]
+        before = _trials(db, mod)
+        run = 0 if exhausted.holds(mod) else max(0, want - before)
+        best = _best(db, mod)
         if run:
             if runner is None:
                 runner = _runner()
             best = _tune_task(ms, task, run, db, database, runner, part.name, progress, best)
-        results.append(TaskTuning(task.task_name, task_flops, max(int(task.weight), 1), want, len(before), run, best))
+            asked, run = run, _trials(db, mod) - before
+            if run < asked:  # the search found no more new schedules: every one the space holds is measured
+                exhausted.add(mod)
+        results.append(TaskTuning(task.task_name, task_flops, max(int(task.weight), 1), want, before, run, best))
     return TuneReport(part.name, database, tuple(results))
 
 
@@ -174,7 +181,7 @@ def _tune_task(ms, task, trials: int, db, work_dir: Path, runner, part_name: str
     callback = _progress_callback(task.task_name, trials, progress, best)
     _quiet_console()
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-        [task], str(work_dir), strategy=tvm_backend._strategy(ms, trials), num_threads=os.cpu_count() or 1, seed=0)
+        [task], str(work_dir), strategy=_strategy(ms, trials), num_threads=os.cpu_count() or 1, seed=0)
     _quiet_console()
     if progress:
         progress("start", task.task_name, 0, trials, best)
@@ -182,16 +189,23 @@ def _tune_task(ms, task, trials: int, db, work_dir: Path, runner, part_name: str
         ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir), max_trials_global=trials,
                       num_trials_per_iter=max(1, min(64, trials)), database=db,
                       cost_model="xgb" if importlib.util.find_spec("xgboost") else "random",
-                      builder=_in_process_builder(), runner=runner,
+                      builder=_pool_builder(), runner=runner,
                       measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), callback])
     except Exception as error:  # noqa: BLE001
         raise HalocutError(f"tvm: tuning kernel '{task.task_name}' of part '{part_name}' failed: "
                            f"{one_line(error, first=True)}") from error
-    found = _measured(db, task.dispatched[0], 1)
-    best = _seconds(found[0]) if found else None
+    best = _best(db, task.dispatched[0])
     if progress:
         progress("done", task.task_name, trials, trials, best)
     return best
+
+
+def _strategy(ms, trials: int):
+    """MetaSchedule's evolutionary search with its population sized to the trials: the default (512 schedules
+    evolved, 50 unmeasured ones drawn first) costs minutes of search per task even when only a few trials are
+    measured; from 64 trials on it is the default."""
+    return ms.search_strategy.EvolutionarySearch(population_size=min(512, max(32, 8 * trials)),
+                                                 init_min_unmeasured=min(50, max(8, trials)))
 
 
 class _DropInfo(logging.Filter):
@@ -218,27 +232,45 @@ def _runner():
     return ms.runner.LocalRunner(timeout_sec=_WORKER_TIMEOUT_S)
 
 
-def _in_process_builder():
-    """A builder that compiles candidates in this process. MetaSchedule's LocalBuilder starts a fresh worker
-    for every batch, and each worker imports TVM's tensor intrinsics again: ~60 s per batch measured on 2
-    loaded cores, more than the builds. Here they are imported once (:func:`_import_tensor_intrinsics`)."""
+_BUILD_TIMEOUT_S = 120.0  # a candidate LLVM takes longer over (a huge unroll) is a failed trial, not a hang
+
+
+def _builder_initializer() -> None:
+    tvm_backend._import_tensor_intrinsics()
+
+
+@functools.cache
+def _build_pool():
+    """One build worker for the process. MetaSchedule's LocalBuilder starts a fresh worker for every batch,
+    and each imports TVM's tensor intrinsics again: ~60 s per batch measured on 2 loaded cores, more than the
+    builds. Building in this process instead has no timeout: one candidate kept LLVM busy for 12 minutes."""
+    from tvm.support.popen_pool import PopenPoolExecutor
+
+    return PopenPoolExecutor(max_workers=1, timeout=_BUILD_TIMEOUT_S, initializer=_builder_initializer)
+
+
+def _pool_builder():
+    """A builder that keeps its worker (:func:`_build_pool`) and kills a build past :data:`_BUILD_TIMEOUT_S`."""
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
-    from tvm.s_tir.meta_schedule.builder.local_builder import default_build, default_export
+    from tvm.s_tir.meta_schedule.builder.local_builder import _worker_func
+    from tvm.support.popen_pool import StatusKind
 
     @derived_object
-    class InProcessBuilder(PyBuilder):
+    class PoolBuilder(PyBuilder):
         def build(self, build_inputs):
             results = []
-            for build_input in build_inputs:
-                try:
-                    results.append(BuilderResult(default_export(default_build(build_input.mod, build_input.target,
-                                                                              None)), None))
-                except Exception as error:  # noqa: BLE001 - a candidate that fails to build is a failed trial
-                    results.append(BuilderResult(None, f"in-process build: {one_line(error, first=True)}"))
+            jobs = [(None, None, build_input.mod, build_input.target, None) for build_input in build_inputs]
+            for done in _build_pool().map_with_error_catching(lambda job: _worker_func(*job), jobs):
+                if done.status == StatusKind.COMPLETE:
+                    results.append(BuilderResult(done.value, None))
+                elif done.status == StatusKind.TIMEOUT:
+                    results.append(BuilderResult(None, f"build timed out after {_BUILD_TIMEOUT_S:.0f} s"))
+                else:
+                    results.append(BuilderResult(None, f"build failed: {one_line(str(done.value), first=True)}"))
             return results
 
-    return InProcessBuilder()
+    return PoolBuilder()
 
 
 def _progress_callback(name: str, trials: int, progress: Progress | None, best: float | None):
@@ -262,16 +294,44 @@ def _progress_callback(name: str, trials: int, progress: Progress | None, best: 
     return Report()
 
 
-def _measured(db, mod, k: int) -> list:
-    """Up to ``k`` of the workload's best records that ran (failed candidates are not kept as records)."""
-    if k <= 0 or not db.has_workload(mod):
-        return []
-    return list(db.get_top_k(db.commit_workload(mod), k))
+class _Exhausted:
+    """Kernels whose whole schedule space is measured (a pad or a concat has one schedule), kept beside the
+    database in ``exhausted.json`` as structural hashes, so they are hits whatever the budget asks."""
+
+    def __init__(self, database: Path):
+        self.path = Path(database) / "exhausted.json"
+        self.hashes = set(json.loads(self.path.read_text())) if self.path.is_file() else set()
+
+    @staticmethod
+    def _key(mod) -> str:
+        from tvm_ffi import structural_hash
+
+        return str(structural_hash(mod))
+
+    def holds(self, mod) -> bool:
+        return self._key(mod) in self.hashes
+
+    def add(self, mod) -> None:
+        self.hashes.add(self._key(mod))
+        staging = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        staging.write_text(json.dumps(sorted(self.hashes)))
+        staging.replace(self.path)
 
 
-def _seconds(record) -> float:
-    seconds = [float(s) for s in record.run_secs]
-    return sum(seconds) / len(seconds)
+def _trials(db, mod) -> int:
+    """How many candidates of the workload the database holds, failed ones (recorded as 1e10 s) included."""
+    if not db.has_workload(mod):
+        return 0
+    workload = db.commit_workload(mod)
+    return sum(1 for record in db.get_all_tuning_records() if record.workload.same_as(workload))
+
+
+def _best(db, mod) -> float | None:
+    """The workload's best measured seconds per call (mean of its runs), None without a successful record."""
+    if not db.has_workload(mod):
+        return None
+    found = db.get_top_k(db.commit_workload(mod), 1)
+    return sum(float(s) for s in found[0].run_secs) / len(found[0].run_secs) if found else None
 
 
 def _flops(task) -> float:

@@ -3,6 +3,7 @@
     nice .venv/bin/python benchmarks/kernels.py [--models resnet18,mobilenet_v2] [--budgets 64,256,1024] \
         [-o build/kernels-out] [--repeats 10]
     .venv/bin/python benchmarks/kernels.py --report build/kernels-out   # the tables again, from results.json
+    nice .venv/bin/python benchmarks/kernels.py --resume --budgets 2048  # continue a run with a larger budget
 
 Parts: each model at 224 is planned by halocut's own planner on ``examples/topologies/default.yaml`` (a
 real plan; its first stage is a tiled volume); the largest tile of stage 0 and the whole of stage 1 are
@@ -267,6 +268,20 @@ def report(results: dict, out: Path) -> None:
     console.print(f"results: {out / 'results.json'}, curve: {out / 'curve.png'}")
 
 
+def _resumed(previous: dict, fresh: dict) -> dict:
+    """A stopped run continued: its measurements kept, the budgets it finished skipped, larger ones added.
+
+    The database holds every trial so far, so a new budget must exceed the largest one measured (a smaller one
+    would be measured with more trials than it names)."""
+    done = [int(b) for b in previous.get("tuned", {})]
+    new = [b for b in fresh["budgets"] if b not in done]
+    if done and new and min(new) <= max(done):
+        raise SystemExit(f"--resume: budgets {new} not above the {max(done)} trials already in the database")
+    if previous["tvm_target"] != fresh["tvm_target"] or previous["models"] != fresh["models"]:
+        raise SystemExit("--resume: another target or other models than the run in that folder")
+    return {**previous, "budgets": sorted(set(done) | set(new))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="resnet18,mobilenet_v2")
@@ -274,6 +289,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--mcpu", default=None, help="LLVM CPU of the TVM target (default: this machine's)")
     parser.add_argument("-o", "--output", default=str(ROOT / "build/kernels-out"))
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in -o: keep its measurements and budgets, add the larger --budgets")
     parser.add_argument("--report", metavar="DIR", help="print the tables of a finished or stopped run")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -292,17 +309,22 @@ def main() -> None:
     results = {"models": args.models.split(","), "budgets": [int(b) for b in args.budgets.split(",")],
                "threads": thread_counts, "tvm_target": target, "repeats": args.repeats, "timings": {}, "tuned": {},
                "load_average_before": os.getloadavg()}
+    if args.resume:
+        results = _resumed(json.loads((out / "results.json").read_text()), results)
     save = lambda: (out / "results.json").write_text(json.dumps(results, indent=1))  # noqa: E731
     parts = {}
     for model in results["models"]:
         parts.update(bench_parts(model, out))
     files = save_inputs(parts, out)
     results["parts"] = {key: {"input_shapes": [list(x.shape) for x in p.example_inputs]} for key, p in parts.items()}
-    for key, runtimes in measure_all(emit_all(parts, out, target), files, thread_counts, args.repeats).items():
-        results["timings"].setdefault(key, {}).update(runtimes)
-    save()
+    if not results["timings"]:
+        for key, runtimes in measure_all(emit_all(parts, out, target), files, thread_counts, args.repeats).items():
+            results["timings"].setdefault(key, {}).update(runtimes)
+        save()
     database = out / "cache" / "tune" / "x86"
     for budget in results["budgets"]:
+        if str(budget) in results["tuned"]:
+            continue
         results["tuned"][str(budget)] = tune_all(parts, target, budget, database)
         label = f"tvm @{budget}"
         artifacts = emit_all(parts, out, target, database, label)
