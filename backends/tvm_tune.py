@@ -180,13 +180,14 @@ def _tune_task(ms, task, trials: int, db, work_dir: Path, runner, part_name: str
     """Tune one task for ``trials`` new candidates; returns the best time in the database after it."""
     callback = _progress_callback(task.task_name, trials, progress, best)
     _quiet_console()
-    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-        [task], str(work_dir), strategy=_strategy(ms, trials), num_threads=os.cpu_count() or 1, seed=0)
-    _quiet_console()
+    context = ms.TuneContext(mod=task.dispatched[0], target=task.target, space_generator="post-order-apply",
+                             search_strategy=_strategy(ms, trials), task_name=task.task_name,
+                             logger=_search_logger(str(work_dir)), rand_state=0,
+                             num_threads=os.cpu_count() or 1).clone()
     if progress:
         progress("start", task.task_name, 0, trials, best)
     try:
-        ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir), max_trials_global=trials,
+        ms.tune_tasks(tasks=[context], task_weights=[float(task.weight)], work_dir=str(work_dir), max_trials_global=trials,
                       num_trials_per_iter=max(1, min(64, trials)), database=db,
                       cost_model="xgb" if importlib.util.find_spec("xgboost") else "random",
                       builder=_pool_builder(), runner=runner,
@@ -208,20 +209,27 @@ def _strategy(ms, trials: int):
                                                  init_min_unmeasured=min(50, max(8, trials)))
 
 
-class _DropInfo(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING
-
-
 def _quiet_console() -> None:
-    """MetaSchedule logs every batch's task table to stdout; it stays in the database's ``logs/`` files, and
-    the console gets only warnings (the progress callback says the rest)."""
+    """MetaSchedule's task scheduler logs every batch's task table at INFO; unless the application set a level
+    for MetaSchedule's logger, only its warnings pass (the progress callback says the rest)."""
     logger = logging.getLogger("tvm.s_tir.meta_schedule")
-    if not any(isinstance(f, _DropInfo) for f in logger.filters):
-        logger.addFilter(_DropInfo())  # records logged on it directly ("Logging directory: ...")
-    for handler in logger.handlers:
-        if type(handler) is logging.StreamHandler:
-            handler.setLevel(logging.WARNING)
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.WARNING)
+
+
+@functools.cache
+def _search_logger(work_dir: str) -> logging.Logger:
+    """Where each task's search logs go: ``<database>/logs/search.log``. MetaSchedule's own per-task loggers
+    (``get_loggers_from_work_dir``) reconfigure logging for the whole process at every call and fail when a
+    handler without a name (pytest's) sits on its logger."""
+    logger = logging.getLogger(f"halocut.tvm_tune.search:{work_dir}")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    (Path(work_dir) / "logs").mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(Path(work_dir) / "logs" / "search.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] %(message)s"))
+    logger.addHandler(handler)
+    return logger
 
 
 @functools.cache
