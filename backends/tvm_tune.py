@@ -153,7 +153,8 @@ def tune(part: Part, target: Target, trials: int, database: Path | None = None,
     except HalocutError:
         raise
     except Exception as error:  # noqa: BLE001
-        raise HalocutError(f"tvm: cannot extract the kernels of part '{part.name}': {one_line(error, first=True)}") from error
+        raise HalocutError(f"tvm: cannot extract the kernels of part '{part.name}': "
+                           f"{one_line(error, first=True)}") from error
     flops = [_flops(task) for task in tasks]
     wanted = split_trials(flops, trials)
     runner = None
@@ -187,7 +188,8 @@ def _tune_task(ms, task, trials: int, db, work_dir: Path, runner, part_name: str
     if progress:
         progress("start", task.task_name, 0, trials, best)
     try:
-        ms.tune_tasks(tasks=[context], task_weights=[float(task.weight)], work_dir=str(work_dir), max_trials_global=trials,
+        ms.tune_tasks(tasks=[context], task_weights=[float(task.weight)], work_dir=str(work_dir),
+                      max_trials_global=trials,
                       num_trials_per_iter=max(1, min(64, trials)), database=db,
                       cost_model="xgb" if importlib.util.find_spec("xgboost") else "random",
                       builder=_pool_builder(), runner=runner,

@@ -154,8 +154,8 @@ def _tuning_progress(enabled: bool):
     """A rich progress bar per tuned kernel: trials done of its share, the best time so far."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("best {task.fields[best]}"),
-               TimeElapsedColumn())
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("best {task.fields[best]}"), TimeElapsedColumn())
     with Progress(*columns, disable=not enabled) as bar:
         def for_part(name: str):
             tasks = {}
