@@ -20,6 +20,10 @@ column, untuned included; ``--mcpu ''`` uses the generic x86-64 target halocut's
 wall-clock tuning minutes are recorded; ``kernels`` lists every tuned kernel's best time and GFLOPS, the
 slowest first, which is where the gap to onnxruntime stays.
 
+onnxruntime, torch and untuned TVM are timed once, before tuning; each budget's TVM row is timed after its
+tuning. On a machine shared with other work the load changes between them (``load_average_before`` and
+``_after`` are recorded), so compare a ratio only with the runtimes timed again side by side.
+
 Results go to ``<out>/results.json`` after every step (a stopped run keeps what it measured) and a PNG of
 latency against trials per part (``<out>/curve.png``).
 """
