@@ -20,7 +20,8 @@ target the ``arch`` (CUDA 13: sm_75 and newer), ``emit`` compiles that source ah
 and stores the cubin in the library instead, so the device loads machine code for its architecture;
 for older archs (Jetson Nano's sm_53) the library keeps the source and says so in a warning.
 
-Tuning. :func:`tune` measures MetaSchedule candidates on this machine and writes a JSON database that
+Tuning. :func:`halocut.backends.tvm_tune.tune` measures MetaSchedule candidates on this machine into a JSON
+database (by default the one shared by every build, ``$HALOCUT_CACHE/tune/<suffix>``) that
 ``emit(..., tuning_database=...)`` applies. It needs psutil and cloudpickle, and a tvm-ffi whose
 ``save_json`` works; :func:`tuning_unavailable` says what is missing.
 
@@ -50,7 +51,6 @@ from halocut.ir.errors import HalocutError, one_line
 logger = logging.getLogger(__name__)
 
 _KINDS = ("llvm", "cuda")
-_WORKER_TIMEOUT_S = 300.0  # a MetaSchedule worker first imports TVM's tensor intrinsics, ~20 s on 2 cores
 
 
 def file_suffix(target: Target) -> str:
@@ -93,7 +93,8 @@ def emulated(target: Target) -> str | None:
 def emit(part: Part, target: Target, out_dir: Path, tuning_database: Path | None = None) -> Artifact:
     """Compile ``part`` for ``target`` into ``out_dir/<part>.<suffix>.so`` (or copy it from the cache).
 
-    ``tuning_database`` is a folder written by :func:`tune`; its schedules are applied. The returned
+    ``tuning_database`` is a MetaSchedule JSON database folder (:func:`halocut.backends.tvm_tune.tune`); the
+    schedules it holds for the part's kernels are applied, the others stay untuned. The returned
     Artifact's path is relative to ``out_dir`` (the file name); ``extra`` names the tuning database
     when it lies inside ``out_dir``.
 
@@ -176,50 +177,6 @@ def tuning_unavailable() -> str | None:
     return None
 
 
-def tune(part: Part, target: Target, out_dir: Path, trials: int) -> Path:
-    """Tune the part's kernels with MetaSchedule on this machine; returns the database folder.
-
-    The database is ``out_dir/<part>.tuning/`` (JSON workloads and records, logs); pass it to
-    :func:`emit` as ``tuning_database``. Only targets this machine runs can be tuned, since every
-    candidate is measured here. Tuning takes minutes, so the example is not run::
-
-        database = tune(part, Target("tvm", {"kind": "llvm"}), out_dir, trials=64)
-        artifact = emit(part, Target("tvm", {"kind": "llvm"}), out_dir, tuning_database=database)
-    """
-    spec = _target_dict(target)
-    reason = tuning_unavailable()
-    if reason:
-        raise HalocutError(f"tvm: cannot tune part '{part.name}': {reason}")
-    if not runnable(target):
-        raise HalocutError(f"tvm: cannot tune part '{part.name}' for {target.describe()}: "
-                           f"tuning measures candidates on this machine, which cannot run that target")
-    import tvm
-    from tvm.s_tir import meta_schedule as ms
-
-    _import_tensor_intrinsics()
-    work_dir = Path(out_dir) / f"{part.name}.tuning"
-    work_dir.mkdir(parents=True, exist_ok=True)
-    tuning_target = tvm.target.Target({**spec, "num-cores": spec.get("num-cores", os.cpu_count() or 1)})
-    tasks = ms.relax_integration.extract_tasks(_fuse(_import(part), tuning_target), tuning_target)
-    if not tasks:
-        raise HalocutError(f"tvm: part '{part.name}' has no kernels to tune")
-    try:
-        contexts, weights = [], []
-        for task in tasks:  # one search strategy each: a strategy holds its task's state
-            context, weight = ms.relax_integration.extracted_tasks_to_tune_contexts(
-                [task], str(work_dir), strategy=_strategy(ms, trials), num_threads=os.cpu_count() or 1, seed=0)
-            contexts += context
-            weights += weight
-        ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir), max_trials_global=trials,
-                      num_trials_per_iter=max(1, min(64, trials)),
-                      cost_model="xgb" if importlib.util.find_spec("xgboost") else "random",
-                      builder=ms.builder.LocalBuilder(max_workers=1, timeout_sec=_WORKER_TIMEOUT_S),
-                      runner=ms.runner.LocalRunner(timeout_sec=_WORKER_TIMEOUT_S))
-    except Exception as error:  # noqa: BLE001
-        raise HalocutError(f"tvm: tuning part '{part.name}' failed: {one_line(error, first=True)}") from error
-    return work_dir
-
-
 def _import_tensor_intrinsics() -> None:
     """Import ``tvm.s_tir.tensor_intrin`` (MetaSchedule's schedule rules need it) in seconds, not minutes.
 
@@ -246,14 +203,6 @@ def _import_tensor_intrinsics() -> None:
         importlib.import_module("tvm.s_tir.tensor_intrin")
     finally:
         inspect.stack = original
-
-
-def _strategy(ms, trials: int):
-    """MetaSchedule's evolutionary search with its population sized to the trials: the default (512 schedules
-    evolved, 50 unmeasured ones drawn first) costs minutes of search per task even when only a few trials are
-    measured; from 64 trials on it is the default."""
-    return ms.search_strategy.EvolutionarySearch(population_size=min(512, max(32, 8 * trials)),
-                                                 init_min_unmeasured=min(50, max(8, trials)))
 
 
 def _target_dict(target: Target) -> dict:

@@ -99,10 +99,26 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--force", action="store_true", help="replace a non-empty build directory")
     build.add_argument("--stop-after", help="stop after this pipeline step")
     build.add_argument("--tune", type=_count(0), default=0, metavar="TRIALS",
-                       help="tune this machine's TVM parts with MetaSchedule (database saved beside them)")
+                       help="tune this machine's TVM parts with MetaSchedule, TRIALS per part, into the database "
+                            "every build shares ($HALOCUT_CACHE/tune/x86; kernels it holds are not tuned again)")
     build.add_argument("--sign", metavar="KEY", help="sign the manifest with this ed25519 key (halocut keygen)")
     build.add_argument("--list-steps", action="store_true", help="list the pipeline's steps and exit")
     build.set_defaults(drive=drive_compile)
+
+    tune = commands.add_parser("tune", help="tune every part's TVM kernels with MetaSchedule into the database every "
+                                            "build shares; kernels already there are not tuned again")
+    tune.add_argument("model", help="model name or path/to/file.py:factory")
+    tune.add_argument("--topology", required=True, help="topology YAML file")
+    tune.add_argument("--plan", help="plan JSON (default: the planner's)")
+    tune.add_argument("--planner", default="halocut", help="planner when no --plan is given (default: halocut)")
+    tune.add_argument("--input-shape", help="input shape (default: the model's own)")
+    tune.add_argument("--trials", type=_count(1), default=64,
+                      help="MetaSchedule trials per part, spread over its kernels by FLOPs, at least one each "
+                           "(default 64); a kernel already tuned with its share is a hit")
+    tune.add_argument("--target", default="x86", choices=["x86", "aarch64"],
+                      help="target kind; only one this machine runs can be measured (default x86)")
+    tune.add_argument("--json", action="store_true", help="print one JSON object per part")
+    tune.set_defaults(drive=drive_tune)
 
     profile = commands.add_parser("profile", help="measure per-layer and per-tile latencies on this machine, or on "
                                                   "a machine of a Ray cluster")
@@ -383,6 +399,25 @@ def drive_compile(args: argparse.Namespace) -> int:
     Console(width=None if sys.stdout.isatty() else 160).print(summary_table(compilation))
     if compilation.manifest_path:
         print(f"manifest: {compilation.manifest_path}")
+    return 0
+
+
+def drive_tune(args: argparse.Namespace) -> int:
+    from halocut.compiler.commands import tune_model
+    from halocut.compiler.driver import tuning_line
+
+    reports = tune_model(args.model, args.topology, args.trials, args.target, args.plan, args.planner,
+                         _shape(args.input_shape), progress=sys.stderr.isatty())
+    for report in reports:
+        if args.json:
+            print(json.dumps({"part": report.part, "database": str(report.database), "hits": report.hits,
+                              "trials_run": report.trials_run, "kernels": [
+                                  {"name": t.name, "flops": t.flops, "calls": t.calls, "trials": t.trials_wanted,
+                                   "trials_run": t.trials_run, "best_s": t.best_s} for t in report.tasks]}))
+        else:
+            print(report.summary())
+    if not args.json:
+        print(tuning_line(reports))
     return 0
 
 

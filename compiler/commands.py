@@ -7,6 +7,7 @@ and hands the lower floors a prepared graph.
 - ``halocut plan``: :func:`plan_model`
 - ``halocut simulate``: :func:`simulate_model`
 - ``halocut compile``: :func:`halocut.compiler.driver.compile_model`
+- ``halocut tune``: :func:`tune_model`
 - ``halocut profile``: :func:`profile_model`; on a machine of a Ray cluster, :func:`profile_model_on`
 - ``halocut bench``: :func:`bench_build`
 - ``halocut run``: :func:`run_build`
@@ -23,6 +24,9 @@ and hands the lower floors a prepared graph.
 
 from __future__ import annotations
 
+import contextlib
+import platform
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +35,11 @@ import numpy as np
 import torch
 from torch import fx
 
+from halocut.backends import tvm as tvm_backend, tvm_tune
+from halocut.backends.base import Target
 from halocut.backends.manifest import load_manifest
-from halocut.compiler.driver import Compilation, CompileOptions, compile_model
+from halocut.backends.tvm_tune import TuneReport
+from halocut.compiler.driver import AARCH64, X86, Compilation, CompileOptions, compile_model
 from halocut.compiler.frontend import file_sha256, load_model
 from halocut.compiler.prepare import PreparedModel, prepare_model
 from halocut.ir.errors import HalocutError
@@ -55,7 +62,7 @@ from halocut.targets.cost import CostModel
 from halocut.targets.topology import load_topology
 from halocut.targets.training import training_costs
 
-__all__ = ["CompileOptions", "Compilation", "compile_model", "plan_model", "simulate_model", "profile_model",
+__all__ = ["CompileOptions", "Compilation", "compile_model", "tune_model", "plan_model", "simulate_model", "profile_model",
            "bench_build", "run_build", "PlanResult", "training_model", "profile_training_model", "train_plan_model",
            "train_model"]
 
@@ -100,6 +107,66 @@ def simulate_model(model: str, topology_path: str | Path, plan_path: str | Path 
     timeline = stream_timeline(prepared.graph, plan, topology, requests=min(requests, 4))
     plot_timeline(timeline, gantt, title, [d.name for d in topology.devices if d.computes], force)
     return result, gantt
+
+
+TUNE_TARGETS = {"x86": X86, "aarch64": AARCH64}  # --target: a target kind -> its TVM target dict
+
+
+def tune_model(model: str, topology_path: str | Path, trials: int = 64, target: str = "x86",
+               plan_path: str | Path | None = None, planner: str = "halocut", input_shape: tuple[int, ...] | None = None,
+               progress: bool = True) -> list[TuneReport]:
+    """``halocut tune``: plan the model (or load ``plan_path``), lower it to parts and tune every part's TVM
+    kernels for ``target`` (a kind of :data:`TUNE_TARGETS`) into the shared database of that kind
+    (:func:`halocut.backends.tvm_tune.database_dir`), ``trials`` per part spread by FLOPs. Every part is tuned,
+    whichever device the plan gives it, so the database also serves a plan that moves parts; kernels the
+    database holds are hits and are not tuned again. Returns one report per part.
+
+    The target is checked before any work (no aarch64 machine here to measure on)::
+
+        tune_model("lenet5", "examples/topologies/default.yaml", trials=2, target="aarch64")
+        # HalocutError: cannot tune for aarch64 on this machine (x86_64): ...
+    """
+    if target not in TUNE_TARGETS:
+        raise HalocutError(f"unknown tuning target '{target}'; targets: {', '.join(TUNE_TARGETS)}")
+    chosen = Target("tvm", TUNE_TARGETS[target])
+    if not tvm_backend.runnable(chosen):
+        raise HalocutError(f"cannot tune for {target} on this machine ({platform.machine()}): MetaSchedule measures "
+                           f"every candidate on the machine that runs it, and timings under an emulator (qemu) say "
+                           f"nothing about a real {target} board; run halocut tune on one")
+    if trials < 1:
+        raise HalocutError(f"tune: trials must be at least 1, got {trials}")
+    reason = tvm_backend.tuning_unavailable()
+    if reason:
+        raise HalocutError(f"cannot tune: {reason}")
+    with tempfile.TemporaryDirectory() as scratch:
+        options = CompileOptions(model, topology_path, Path(scratch) / "build", plan_path, planner, input_shape,
+                                 stop_after="lower", progress=False)
+        parts = [part for part, _ in compile_model(options).parts.values()]
+    reports = []
+    with _tuning_progress(progress) as report_progress:
+        for part in parts:
+            reports.append(tvm_tune.tune(part, chosen, trials, progress=report_progress(part.name)))
+    return reports
+
+
+@contextlib.contextmanager
+def _tuning_progress(enabled: bool):
+    """A rich progress bar per tuned kernel: trials done of its share, the best time so far."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("best {task.fields[best]}"), TimeElapsedColumn())
+    with Progress(*columns, disable=not enabled) as bar:
+        def for_part(name: str):
+            tasks = {}
+
+            def report(event: str, kernel: str, done: int, total: int, best_s: float | None) -> None:
+                best = f"{best_s * 1e3:.3f} ms" if best_s is not None else "-"
+                if event == "start":
+                    tasks[kernel] = bar.add_task(f"{name} {kernel}", total=total, best=best)
+                bar.update(tasks[kernel], completed=done, best=best)
+            return report
+        yield for_part
 
 
 def profile_model(model: str, input_shape: tuple[int, ...] | None = None, runtime: str = "torch",

@@ -29,9 +29,10 @@ import torch
 from rich.progress import Progress
 from torch import fx, nn
 
-from halocut.backends import signing
+from halocut.backends import signing, tvm_tune
 from halocut.backends.base import Artifact, Part, Target, backend, execution
 from halocut.backends.onnx import JETSON_TENSORRT
+from halocut.backends.tvm_tune import TuneReport
 from halocut.backends.manifest import write_manifest
 from halocut.compiler import prepare
 from halocut.compiler.frontend import LoadedModel, Shape
@@ -63,7 +64,7 @@ class CompileOptions:
     fp16: bool = False
     stop_after: str | None = None
     progress: bool = True
-    tune: int = 0  # MetaSchedule trials per part for this machine's own (x86) TVM targets
+    tune: int = 0  # MetaSchedule trials per part for this machine's own (x86) TVM targets, shared database
     sign: str | Path | None = None  # ed25519 private key (halocut keygen): manifest.sig is written beside the manifest
 
 
@@ -85,6 +86,7 @@ class Compilation:
     staging: Path | None = None
     manifest_path: Path | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    tuning: list[TuneReport] = field(default_factory=list)  # compile --tune: one report per tuned part
     example: torch.Tensor | None = None
     reference: object = None
 
@@ -176,7 +178,7 @@ def step_emit(c: Compilation) -> None:
         task = bar.add_task("emitting parts", total=len(jobs))
         for name, part, device, target in jobs:
             bar.update(task, description=f"{name} -> {device} ({target.describe()})")
-            artifact = _emit(part, target, staging / device, c.options.tune)
+            artifact = _emit(part, target, staging / device, c.options.tune, c.tuning)
             c.artifacts.setdefault(name, []).append(_under(artifact, device))
             bar.advance(task)
 
@@ -312,7 +314,8 @@ def summary_table(c: Compilation):
                          f"{c.simulation.throughput_ips:.2f} img/s, lower bound {c.simulation.lower_bound_s * 1e3:.2f} ms; "
                          + "; ".join(f"{k} ({v['how']}): max error {v['max_abs_error']:.2g}" for k, v in c.verification.items())
                          + _unverified_line(c)
-                         + "\nsteps: " + ", ".join(f"{k} {v:.2f} s" for k, v in c.timings.items()))
+                         + "\nsteps: " + ", ".join(f"{k} {v:.2f} s" for k, v in c.timings.items())
+                         + (f"\n{tuning_line(c.tuning)}" if c.tuning else ""))
     return table
 
 
@@ -332,6 +335,15 @@ def _unverified_line(c: Compilation) -> str:
                    f"{paths[0]}): {why}; checked structurally only" for why, paths in sorted(reasons.items()))
 
 
+def tuning_line(reports: list[TuneReport]) -> str:
+    """``tuning: 5 kernels in 2 parts, 3 found in the database, 2 tuned (64 trials); database ...``."""
+    kernels = sum(len(r.tasks) for r in reports)
+    hits = sum(r.hits for r in reports)
+    databases = ", ".join(sorted({str(r.database) for r in reports}))
+    return (f"tuning: {kernels} kernel(s) in {len(reports)} part(s), {hits} found in the database, {kernels - hits} "
+            f"tuned ({sum(r.trials_run for r in reports)} trials); database {databases}")
+
+
 def _part_devices(c: Compilation) -> dict[str, str]:
     """Which device runs each part; an fc stage's merge runs where its result is used next."""
     requester = c.topology.requester.name
@@ -340,12 +352,15 @@ def _part_devices(c: Compilation) -> dict[str, str]:
             for p in plan_parts(c.plan)}
 
 
-def _emit(part: Part, target: Target, out_dir: Path, trials: int) -> Artifact:
-    """Emit one part; TVM parts for this machine's own target are tuned first when asked."""
+def _emit(part: Part, target: Target, out_dir: Path, trials: int, tuning: list[TuneReport]) -> Artifact:
+    """Emit one part; TVM parts for this machine's own target are tuned first when asked, in the shared
+    database of their target kind (kernels it holds are not tuned again), and the report is appended to
+    ``tuning``."""
     module = backend(target.backend)
     if trials and target.backend == "tvm" and module.runnable(target):
-        database = module.tune(part, target, out_dir, trials)
-        return module.emit(part, target, out_dir, tuning_database=database)
+        report = tvm_tune.tune(part, target, trials)
+        tuning.append(report)
+        return module.emit(part, target, out_dir, tuning_database=report.database)
     return module.emit(part, target, out_dir)
 
 

@@ -3,7 +3,6 @@ the compile cache hits and misses when it should, and failures name the part."""
 
 import copy
 import functools
-import json
 import logging
 import shutil
 import struct
@@ -212,17 +211,3 @@ def test_unsupported_op_names_the_part(tmp_path):
 def test_non_tvm_target_is_refused(tmp_path):
     with pytest.raises(HalocutError, match="llvm or cuda"):
         backend.emit(tiny(), Target("tvm", {"kind": "vulkan"}), tmp_path)
-
-
-def test_tuning_database_is_measured_and_applied(tmp_path):
-    reason = backend.tuning_unavailable()
-    if reason is not None:
-        pytest.fail(reason)
-    part = tiny(padding=1)
-    database = backend.tune(part, X86, tmp_path, trials=4)
-    assert database == tmp_path / "s0.tuning"
-    records = [json.loads(line) for line in (database / "database_tuning_record.json").read_text().splitlines()]
-    assert any(min(record[1][1]) < 1.0 for record in records)  # measured seconds; failures record 1e10
-    artifact = backend.emit(part, X86, tmp_path, tuning_database=database)
-    assert artifact.extra == (type(database)("s0.tuning"),)
-    assert_equivalent(backend.load(artifact, tmp_path)([x.numpy() for x in part.example_inputs]), part)

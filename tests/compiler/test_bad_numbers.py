@@ -17,6 +17,7 @@ COUNTS = [
     (["train", "lenet5", "--topology", "t", "--plan", "p", "--lr", "nan"], "--lr: nan: must be a finite number"),
     (["schedule", "--workload", "w", "--time-scale", "inf"], "--time-scale: inf: must be a finite number"),
     (["compile", "lenet5", "--topology", "t", "--tune", "x"], "--tune: 'x' is not a whole number"),
+    (["tune", "lenet5", "--topology", "t", "--trials", "-2"], "--trials: -2: must be at least 1"),
 ]
 
 FIGURES = [

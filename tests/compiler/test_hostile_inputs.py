@@ -298,6 +298,12 @@ CASES = [
     ("testbed profile shape", lambda d, b, m: ["testbed", "profile", "lenet5", "--input-shape", "a", "-o",
                                                str(d / "p")], "input shape"),
     ("testbed up cpu scale zero", lambda d, b, m: ["testbed", "up", TOPOLOGY, "--cpu-scale", "0"], "--cpu-scale"),
+    ("tune trials zero", lambda d, b, m: ["tune", "lenet5", "--topology", TOPOLOGY, "--trials", "0"], "--trials"),
+    ("tune target unknown", lambda d, b, m: ["tune", "lenet5", "--topology", TOPOLOGY, "--target", "riscv"],
+     "invalid choice"),
+    ("tune aarch64 here", lambda d, b, m: ["tune", "lenet5", "--topology", TOPOLOGY, "--target", "aarch64"], "qemu"),
+    ("tune no topology", lambda d, b, m: ["tune", "lenet5"], "--topology"),
+    ("tune topology missing", lambda d, b, m: ["tune", "lenet5", "--topology", str(d / "t.yaml")], "t.yaml"),
 ]
 
 
