@@ -226,11 +226,16 @@ class _Simulation:
             self.memo[key] = self._nodes_latency(device, nodes)
         task = self._submitted(request, self._new(request, "compute", part_name(index), device=device.name,
                                                   duration_s=self.memo[key] + device.dispatch_s))
-        for source in self._inputs_of(list(stage.nodes)):
+        if ("inputs", stage.nodes) not in self.memo:
+            self.memo["inputs", stage.nodes] = self._inputs_of(list(stage.nodes))
+        for source in self.memo["inputs", stage.nodes]:
             self._gather(request, task, values[source], None, source)
         for name in stage.nodes:
             node = self.nodes[name]
-            values[name] = [Piece(device.name, task.id, full_region(node), value_bytes(node))]
+            if ("whole", name) not in self.memo:
+                self.memo["whole", name] = (full_region(node), value_bytes(node))
+            region, size = self.memo["whole", name]
+            values[name] = [Piece(device.name, task.id, region, size)]
 
     def _nodes_latency(self, device, nodes: list[fx.Node]) -> float:
         """``CostModel.nodes_latency`` of a whole-layer part, each layer's seconds (fused or not) kept."""

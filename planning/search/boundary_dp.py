@@ -70,6 +70,8 @@ class BoundarySearch:
         self.crossings: dict[int, float] = {}
         self.splittable: dict[tuple[int, int], bool] = {}
         self.flow_cache: dict[tuple[int, str], dict] = {}
+        self.flows_of: dict[tuple[int, int, str], tuple] = {}
+        self.spans: dict[tuple[int, tuple], list] = {}
         self.compute_cache: dict[tuple, np.ndarray] = {}
         self.by_name = {d.name: d for d in devices}
         self.slot_of = {d.name: k for k, d in enumerate(devices)}
@@ -86,6 +88,11 @@ class BoundarySearch:
                                    max((self.index.get(u.name, len(self.nodes)) for u in n.users), default=-1)
                                    for n in self.nodes])
         self.walk_cache: dict[tuple[int, int, str], dict[str, np.ndarray]] = {}
+        self.latency_rows: dict[int, np.ndarray] = {}
+        # the position of the producer each pointwise node fuses into when both are in a volume (-1: none)
+        self.fuses_into = [self.index[next(n for n in node.all_input_nodes if n.op != "get_attr").name]
+                           if node.meta.get("layer") is not None and node.meta["layer"].kind in POINTWISE
+                           and fusable(node, everything) else -1 for node in self.nodes]
         self.layer_kinds = [n.meta["layer"].kind for n in self.nodes]
         self.volume_cache: dict[int, set[int]] = {}
         self.matrix_key, self.matrix = None, None
@@ -186,7 +193,9 @@ class BoundarySearch:
         key = ("aligned", start, end, entry, gathered, split)
         if key not in self.volumes:
             total = height(self.nodes[end - 1])
-            spans = split_rows(total, dict(split))
+            if (total, split) not in self.spans:
+                self.spans[total, split] = split_rows(total, dict(split))
+            spans = self.spans[total, split]
             finish = max(self.tile_time(start, end, self.slot_of[d], b - a, entry, gathered, _anchor(a, b, total))
                          for d, a, b in spans)
             self.volumes[key] = (float(finish), tuple((d, b - a) for d, a, b in spans))
@@ -210,11 +219,14 @@ class BoundarySearch:
     def flows(self, start: int, end: int, anchor: str = "middle") -> tuple[None, np.ndarray, np.ndarray, np.ndarray]:
         """Bytes the volume reads from outside (all, and halo only) and bytes of its output, by tile height
         (the first element, once the rows each node needs, is kept for the callers' unpacking)."""
-        flows = self._flows_ending_at(end, anchor)
-        if start not in flows:
-            raise HalocutError(f"no spatial volume from {self.nodes[start].name} to {self.nodes[end - 1].name}")
-        in_bytes, own, out_bytes = flows[start]
-        return None, in_bytes, (in_bytes - own).clip(min=0), out_bytes
+        key = (start, end, anchor)
+        if key not in self.flows_of:
+            flows = self._flows_ending_at(end, anchor)
+            if start not in flows:
+                raise HalocutError(f"no spatial volume from {self.nodes[start].name} to {self.nodes[end - 1].name}")
+            in_bytes, own, out_bytes = flows[start]
+            self.flows_of[key] = (None, in_bytes, (in_bytes - own).clip(min=0), out_bytes)
+        return self.flows_of[key]
 
     def _flows_ending_at(self, end: int, anchor: str) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """:meth:`flows` of every volume ending at ``end``, from one walk back over the members before it.
@@ -322,18 +334,21 @@ class BoundarySearch:
                 needs = self.tables.needs(volume, anchor) if volume else {}
             rows = np.zeros((len(volume), len(self.devices), height(volume[-1]) + 1 if volume else 1))
             producer = np.full(len(volume), -1)
-            everything = set(self.index)
             for m, node in enumerate(volume):
                 if node.meta.get("layer") is None or node.name not in needs:
                     continue
-                by_kind = {kind: self.tables.node_latency(node, kind)[needs[node.name]] for kind in self.kinds}
-                rows[m] = np.stack([by_kind[k] for k in self.device_keys])
-                if node.meta["layer"].kind in POINTWISE and fusable(node, everything):
-                    producer[m] = self.index[next(n for n in node.all_input_nodes if n.op != "get_attr").name]
+                rows[m] = self._latency_rows(first + m)[:, needs[node.name]]
+                producer[m] = self.fuses_into[first + m]
             counted = np.where((producer >= first)[:, None, None], 0.0, rows)
             sums = np.concatenate([np.cumsum(counted[::-1], axis=0)[::-1], np.zeros((1, *rows.shape[1:]))])
             self.ending_cache[key] = (first, sums, producer, rows)
         return self.ending_cache[key]
+
+    def _latency_rows(self, m: int) -> np.ndarray:
+        """Seconds for ``r`` rows (index) of node ``m`` on each device (``self.devices`` order), unfused; kept."""
+        if m not in self.latency_rows:
+            self.latency_rows[m] = np.stack([self.tables.node_latency(self.nodes[m], k) for k in self.device_keys])
+        return self.latency_rows[m]
 
     def halo_link(self, device: str) -> tuple[float, float]:
         """(fixed, per byte) of the halo a device of a spread volume gets: from the nearest other device over
