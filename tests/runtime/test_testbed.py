@@ -43,6 +43,39 @@ c.shutdown(socket.SHUT_WR); got = int(c.recv(64)); print(got * 8 / (time.perf_co
 """
 
 
+# one 64 KB message after an idle spell, answered by one byte: its round trip (ms), five times
+MESSAGE_SERVE = """
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((sys.argv[1], 5557)); s.listen(1)
+print("ready", flush=True)
+c, _ = s.accept()
+for _ in range(5):
+    n = 0
+    while n < 65536:
+        n += len(c.recv(1 << 16))
+    c.sendall(b"k")
+"""
+MESSAGE_SEND = """
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], 5557)); s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+for _ in range(5):
+    time.sleep(0.3); start = time.perf_counter(); s.sendall(b"x" * 65536); s.recv(1)
+    print(1e3 * (time.perf_counter() - start))
+"""
+
+
+def message_times_ms(source: str, target: str, address: str) -> list[float]:
+    server = subprocess.Popen(["ip", "netns", "exec", target, sys.executable, "-c", MESSAGE_SERVE, address],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().strip() == "ready"
+        done = subprocess.run(["ip", "netns", "exec", source, sys.executable, "-c", MESSAGE_SEND, address],
+                              capture_output=True, text=True, timeout=60, check=True)
+        return [float(line) for line in done.stdout.split()]
+    finally:
+        server.wait(timeout=30)
+
+
 def _namespaces_work() -> str | None:
     if os.geteuid() != 0:
         return "needs root"
@@ -83,6 +116,9 @@ def test_a_testbed_shapes_its_links_runs_a_build_across_them_and_leaves_nothing(
         assert [b["name"] for b in status()] == [name] and status()[0]["processes_alive"] == 3
         rate = tcp_rate(cam["namespace"], pi["namespace"], pi["address"])
         assert 0.8 * 20e6 <= rate <= 1.2 * 20e6, rate  # the cam -- pi link is 20 Mbps
+        # a single message after an idle spell is shaped too (a GSO super-packet once passed htb at once: 0.3 ms)
+        times = message_times_ms(cam["namespace"], pi["namespace"], pi["address"])
+        assert min(times) >= 0.8 * 65536 * 8 / 20e6 * 1e3, times  # 26 ms at 20 Mbps
 
         profiled = tmp_path / "profiled"
         done = subprocess.run([HALOCUT, "testbed", "profile", "lenet5", "--name", name, "-o", str(profiled)],
