@@ -30,7 +30,7 @@ from halocut.ir.names import part_name
 from halocut.ir.plan import Plan, Stage
 from halocut.ir.regions import Region, full_region, overlap_bytes
 from halocut.passes.halo import compute_halos
-from halocut.targets.cost import CostModel, efficiency_of, fusable
+from halocut.targets.cost import CostModel, efficiency_of
 from halocut.targets.topology import Link, Topology
 
 EPSILON = 1e-12
@@ -223,7 +223,7 @@ class _Simulation:
         nodes = [self.nodes[n] for n in stage.nodes]
         key = ("single", stage.nodes, device, self.cost)
         if key not in self.memo:
-            self.memo[key] = self._nodes_latency(device, nodes)
+            self.memo[key] = self.cost.nodes_latency(device, nodes, memo=self.memo)
         task = self._submitted(request, self._new(request, "compute", part_name(index), device=device.name,
                                                   duration_s=self.memo[key] + device.dispatch_s))
         if ("inputs", stage.nodes) not in self.memo:
@@ -236,21 +236,6 @@ class _Simulation:
                 self.memo["whole", name] = (full_region(node), value_bytes(node))
             region, size = self.memo["whole", name]
             values[name] = [Piece(device.name, task.id, region, size)]
-
-    def _nodes_latency(self, device, nodes: list[fx.Node]) -> float:
-        """``CostModel.nodes_latency`` of a whole-layer part, each layer's seconds (fused or not) kept."""
-        members = {n.name for n in nodes}
-        total = 0.0
-        for node in nodes:
-            layer = node.meta.get("layer")
-            if layer is None:
-                continue
-            fused = fusable(node, members)
-            key = ("layer", node.name, fused, device, self.cost)
-            if key not in self.memo:
-                self.memo[key] = self.cost.latency(device, layer, None, node.name, fused=fused)
-            total += self.memo[key]
-        return total
 
     def _spatial(self, request: int, index: int, stage: Stage, values: dict) -> None:
         volume = sorted((self.nodes[n] for n in stage.nodes), key=lambda n: self.order[n.name])

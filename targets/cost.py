@@ -93,8 +93,12 @@ class CostModel:
             return 0.0
         return analytic_latency(device, layer, region)
 
-    def nodes_latency(self, device: Device, nodes: list[fx.Node], regions: dict[str, Region] | None = None) -> float:
-        """Seconds for a part: its nodes in order, pointwise ops fused into the kernel that feeds them."""
+    def nodes_latency(self, device: Device, nodes: list[fx.Node], regions: dict[str, Region] | None = None,
+                      memo: dict | None = None) -> float:
+        """Seconds for a part: its nodes in order, pointwise ops fused into the kernel that feeds them.
+
+        ``memo``: a dict kept by the caller (the simulator's, on the graph) where each layer's seconds are kept,
+        keyed by node, region, fusion, device and this cost model."""
         members = {n.name for n in nodes}
         total = 0.0
         for node in nodes:
@@ -104,7 +108,14 @@ class CostModel:
             region = regions.get(node.name) if regions else None
             if region is not None and region.is_empty():
                 continue
-            total += self.latency(device, layer, region, node.name, fused=fusable(node, members))
+            fused = fusable(node, members)
+            if memo is None:
+                total += self.latency(device, layer, region, node.name, fused=fused)
+                continue
+            key = ("layer", node.name, region, fused, device, self)
+            if key not in memo:
+                memo[key] = self.latency(device, layer, region, node.name, fused=fused)
+            total += memo[key]
         return total
 
 

@@ -65,13 +65,18 @@ for _ in range(5):
 
 
 def message_times_ms(source: str, target: str, address: str) -> list[float]:
-    server = subprocess.Popen(["ip", "netns", "exec", target, sys.executable, "-c", MESSAGE_SERVE, address],
+    return [float(line) for line in serve_and_send(MESSAGE_SERVE, MESSAGE_SEND, source, target, address).split()]
+
+
+def serve_and_send(serve: str, send: str, source: str, target: str, address: str) -> str:
+    """Run ``serve`` in namespace ``target`` (it prints ``ready`` when listening), then ``send`` in ``source``
+    against ``address``; returns what ``send`` printed."""
+    server = subprocess.Popen(["ip", "netns", "exec", target, sys.executable, "-c", serve, address],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout.readline().strip() == "ready"
-        done = subprocess.run(["ip", "netns", "exec", source, sys.executable, "-c", MESSAGE_SEND, address],
-                              capture_output=True, text=True, timeout=60, check=True)
-        return [float(line) for line in done.stdout.split()]
+        return subprocess.run(["ip", "netns", "exec", source, sys.executable, "-c", send, address],
+                              capture_output=True, text=True, timeout=60, check=True).stdout
     finally:
         server.wait(timeout=30)
 
@@ -91,15 +96,7 @@ pytestmark = pytest.mark.skipif(_namespaces_work() is not None, reason=str(_name
 
 
 def tcp_rate(source: str, target: str, address: str) -> float:
-    server = subprocess.Popen(["ip", "netns", "exec", target, sys.executable, "-c", SERVE, address],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert server.stdout.readline().strip() == "ready"
-        done = subprocess.run(["ip", "netns", "exec", source, sys.executable, "-c", SEND, address],
-                              capture_output=True, text=True, timeout=60, check=True)
-        return float(done.stdout)
-    finally:
-        server.wait(timeout=30)
+    return float(serve_and_send(SERVE, SEND, source, target, address))
 
 
 def test_a_testbed_shapes_its_links_runs_a_build_across_them_and_leaves_nothing(tmp_path, monkeypatch):
